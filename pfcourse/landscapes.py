@@ -1,0 +1,142 @@
+r"""Toy losses the chapters use, each a plain ``E(theta)`` with its analytic Hessian where known.
+
+Every loss is a polynomial (or a quadratic form) in ``theta``, hence analytic: it can be evaluated
+at complex ``theta``, which the principal flow needs off quadratics (chapter 5).
+Book: chapter 1 (quadratics), chapters 4–5 (saddle, double well, banana).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Landscape", "quadratic", "saddle", "double_well", "rosenbrock"]
+
+
+@dataclass(frozen=True)
+class Landscape:
+    """A loss with what a chapter needs to draw it.
+
+    Attributes:
+      name: a short human-readable name.
+      loss: ``E(theta)``, a scalar for ``theta`` of shape ``(dim,)`` (real or complex).
+      hessian: ``theta -> (dim, dim)`` analytic Hessian, or ``None`` if not given.
+      dim: the number of parameters.
+      minima: the known local minima (each an array of shape ``(dim,)``).
+      start: a starting point that the chapters use.
+      bounds: ``((xmin, xmax), (ymin, ymax))`` for contour plots of 2-D losses.
+    """
+
+    name: str
+    loss: Callable
+    hessian: Optional[Callable]
+    dim: int
+    minima: tuple = ()
+    start: Optional[np.ndarray] = None
+    bounds: tuple = ((-2.0, 2.0), (-2.0, 2.0))
+    params: dict = field(default_factory=dict)
+
+
+def quadratic(eigenvalues, angle: float = 0.0, eigenvectors=None, center=None) -> Landscape:
+    r"""The quadratic :math:`E(\theta) = \tfrac12(\theta - c)^\top A(\theta - c)`, :math:`A = U\operatorname{diag}(\lambda)U^\top`.
+
+    The Hessian is ``A`` everywhere. In 2-D, ``angle`` rotates the eigenvectors (radians);
+    otherwise pass orthonormal ``eigenvectors`` as columns (default: the identity).
+    Book: chapter 1, §The quadratic case.
+    """
+    lam = np.asarray(eigenvalues, dtype=float)
+    if lam.ndim != 1 or lam.size == 0:
+        raise ValueError(f"eigenvalues must be a non-empty 1-D list, got shape {lam.shape}.")
+    d = lam.size
+    if eigenvectors is None:
+        U = np.eye(d)
+        if angle:
+            if d != 2:
+                raise ValueError("angle rotates 2-D quadratics only; pass eigenvectors for dim != 2.")
+            c, s = np.cos(angle), np.sin(angle)
+            U = np.array([[c, -s], [s, c]])
+    else:
+        U = np.asarray(eigenvectors, dtype=float)
+        if U.shape != (d, d) or not np.allclose(U.T @ U, np.eye(d), atol=1e-10):
+            raise ValueError(f"eigenvectors must be an orthonormal ({d}, {d}) matrix (columns).")
+    A = U @ np.diag(lam) @ U.T
+    A = 0.5 * (A + A.T)
+    cen = np.zeros(d) if center is None else np.asarray(center, dtype=float)
+    if cen.shape != (d,):
+        raise ValueError(f"center must have shape ({d},), got {cen.shape}.")
+    Aj, cj = jnp.asarray(A), jnp.asarray(cen)
+
+    def loss(theta):
+        r = theta - cj
+        return 0.5 * r @ (Aj @ r)
+
+    def hessian(theta):
+        return Aj
+
+    minima = (cen,) if np.all(lam > 0) else ()
+    start = cen + U @ np.ones(d)
+    return Landscape("quadratic", loss, hessian, d, minima, start,
+                     params={"A": A, "eigenvalues": lam, "eigenvectors": U, "center": cen})
+
+
+def saddle(a: float = 1.0, b: float = 1.0) -> Landscape:
+    r"""A saddle with bounded escape: :math:`E(x, y) = \tfrac a2 x^2 - \tfrac b2 y^2 + \tfrac b4 y^4`.
+
+    At the origin the Hessian is :math:`\operatorname{diag}(a, -b)` (one negative eigenvalue);
+    the minima are :math:`(0, \pm 1)` with Hessian :math:`\operatorname{diag}(a, 2b)`.
+    Book: chapter 4, §Saddles and maxima.
+    """
+
+    def loss(t):
+        x, y = t[0], t[1]
+        return 0.5 * a * x**2 - 0.5 * b * y**2 + 0.25 * b * y**4
+
+    def hessian(t):
+        y = t[1]
+        return jnp.array([[a, 0.0 * y], [0.0 * y, -b + 3 * b * y**2]])
+
+    return Landscape("saddle", loss, hessian, 2, (np.array([0.0, 1.0]), np.array([0.0, -1.0])),
+                     np.array([1.0, 1e-3]), ((-1.5, 1.5), (-1.5, 1.5)), {"a": a, "b": b})
+
+
+def double_well(kappa: float = 1.0) -> Landscape:
+    r"""A double well :math:`E(x, y) = \tfrac14(x^2 - 1)^2 + \tfrac\kappa2 y^2`.
+
+    Minima at :math:`(\pm1, 0)` with Hessian :math:`\operatorname{diag}(2, \kappa)`; a saddle at the
+    origin with Hessian :math:`\operatorname{diag}(-1, \kappa)`.
+    Book: chapter 5, §Beyond quadratics.
+    """
+
+    def loss(t):
+        x, y = t[0], t[1]
+        return 0.25 * (x**2 - 1) ** 2 + 0.5 * kappa * y**2
+
+    def hessian(t):
+        x = t[0]
+        return jnp.array([[3 * x**2 - 1, 0.0 * x], [0.0 * x, kappa + 0.0 * x]])
+
+    return Landscape("double well", loss, hessian, 2, (np.array([1.0, 0.0]), np.array([-1.0, 0.0])),
+                     np.array([0.2, 1.0]), ((-1.8, 1.8), (-1.5, 1.5)), {"kappa": kappa})
+
+
+def rosenbrock(a: float = 1.0, b: float = 100.0) -> Landscape:
+    r"""Rosenbrock's banana :math:`E(x, y) = (a - x)^2 + b(y - x^2)^2` (Rosenbrock, 1960).
+
+    Minimum at :math:`(a, a^2)`, where the Hessian is
+    :math:`\begin{pmatrix} 2 + 8ba^2 & -4ba \\ -4ba & 2b\end{pmatrix}`.
+    Book: chapter 5, §Beyond quadratics.
+    """
+
+    def loss(t):
+        x, y = t[0], t[1]
+        return (a - x) ** 2 + b * (y - x**2) ** 2
+
+    def hessian(t):
+        x, y = t[0], t[1]
+        return jnp.array([[2 - 4 * b * (y - x**2) + 8 * b * x**2, -4 * b * x],
+                          [-4 * b * x, 2 * b + 0.0 * x]])
+
+    return Landscape("Rosenbrock", loss, hessian, 2, (np.array([a, a * a]),),
+                     np.array([-1.0, 1.5]), ((-2.0, 2.0), (-1.0, 3.0)), {"a": a, "b": b})

@@ -1,0 +1,502 @@
+r"""The spectrum of the Hessian: Hessian-vector products, dense Hessians, Lanczos, sharpness.
+
+The loss ``E(params)`` may take any pytree (a raw array, a dict of arrays, a model's parameters).
+Hessian-vector products stay on the pytree; everything that needs a matrix view flattens it with
+:func:`jax.flatten_util.ravel_pytree`, so ``D`` below is the total number of parameters and a
+flat vector ``x`` of shape ``(D,)`` turns back into a pytree with ``unravel(x)``, where
+``_, unravel = ravel_pytree(params)``.
+
+Eigenvalues are always returned in **descending** order: ``λ_0`` is the largest (algebraic)
+eigenvalue of ``H = ∇²E``, the *sharpness*.
+
+=========================  ==========================================  =====================
+function                   computes                                    book
+=========================  ==========================================  =====================
+:func:`hvp`                :math:`Hv` without forming :math:`H`        chapter 3
+:func:`hessian`            dense :math:`H`, shape ``(D, D)``           chapter 3
+:func:`hessian_eigh`       all eigenpairs of :math:`H`, descending     chapter 3
+:func:`lanczos`            top-k Ritz pairs of a symmetric matvec      chapter 6
+:func:`top_hessian_eigenpairs`  top-k eigenpairs of :math:`H` by Lanczos  chapter 6
+:func:`power_iteration`    dominant eigenpair of a matvec              chapter 6
+:func:`sharpness`          :math:`\lambda_0(H)` by any of the above    chapter 6
+=========================  ==========================================  =====================
+
+Everything here is traceable: wrap a call in :func:`jax.jit` with the loss closed over, e.g.
+``jax.jit(lambda p: sharpness(E, p))``. Input checks that need concrete values (finite
+parameters, a non-zero start vector) run only outside ``jit``. The module never changes JAX's
+global configuration: it computes in the dtype of the parameters (float32 or float64).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+PyTree = Any
+Loss = Callable[[PyTree], jax.Array]
+Matvec = Callable[[jax.Array], jax.Array]
+
+SHARPNESS_METHODS = ("lanczos", "dense", "power")
+
+__all__ = [
+    "SHARPNESS_METHODS",
+    "eigh_descending",
+    "hessian",
+    "hessian_eigh",
+    "hvp",
+    "lanczos",
+    "power_iteration",
+    "sharpness",
+    "top_hessian_eigenpairs",
+]
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _check_finite(tree: PyTree, name: str) -> None:
+    for leaf in jax.tree_util.tree_leaves(tree):
+        if _is_concrete(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(
+                f"{name} has non-finite entries (NaN or inf); the Hessian there is undefined. "
+                "Pass finite parameters (did the training run diverge?)."
+            )
+
+
+def _shapes(tree: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda x: tuple(jnp.shape(x)), tree)
+
+
+def _flat_loss(E: Loss, params: PyTree):
+    """``(flat_params, E_flat)`` with ``E_flat(x) = E(unravel(x))`` over ``x`` of shape ``(D,)``."""
+    flat, unravel = ravel_pytree(params)
+    return flat, lambda x: E(unravel(x))
+
+
+# --------------------------------------------------------------------------- chapter 3
+
+
+def hvp(E: Loss, params: PyTree, v: PyTree) -> PyTree:
+    r"""Hessian-vector product :math:`H(\theta)v`, without forming the Hessian.
+
+    Forward-over-reverse differentiation: :math:`Hv` is the directional derivative of the
+    gradient along ``v``,
+
+    .. math:: H(\theta)\,v = \frac{d}{d\varepsilon}\,\nabla E(\theta + \varepsilon v)\Big|_{\varepsilon=0},
+
+    i.e. ``jax.jvp(jax.grad(E), (params,), (v,))[1]``. It costs a small constant times one gradient,
+    whatever the number of parameters.
+
+    Args:
+        E: scalar loss ``E(params)``.
+        params: the point :math:`\theta`, any pytree of float arrays.
+        v: the direction, a pytree with the same structure and leaf shapes as ``params``
+            (its leaves are cast to the dtypes of ``params``).
+
+    Returns:
+        :math:`Hv`, a pytree like ``params``.
+
+    Raises:
+        ValueError: if ``v`` does not have the structure and shapes of ``params``.
+
+    References:
+        Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 1994
+        [pearlmutter1994fast].
+
+    Book: chapter 3, §The spectrum of the Hessian.
+    """
+    if jax.tree_util.tree_structure(params) != jax.tree_util.tree_structure(v) or any(
+        jnp.shape(p) != jnp.shape(t)
+        for p, t in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(v))
+    ):
+        raise ValueError(
+            "hvp: v must have the same structure and leaf shapes as params. "
+            f"Expected {_shapes(params)}, got {_shapes(v)}."
+        )
+    v = jax.tree_util.tree_map(lambda p, t: jnp.asarray(t, dtype=jnp.result_type(p)), params, v)
+    return jax.jvp(jax.grad(E), (params,), (v,))[1]
+
+
+def hessian(E: Loss, params: PyTree) -> jax.Array:
+    r"""Dense Hessian :math:`H_{ij} = \partial^2 E / \partial\theta_i \partial\theta_j` of the flattened parameters.
+
+    The pytree is flattened with ``ravel_pytree`` (leaf order of ``jax.tree_util``, each leaf
+    row-major), so row/column ``i`` is entry ``i`` of ``ravel_pytree(params)[0]``. The result is
+    symmetrised, :math:`\tfrac12(H + H^\top)`, so it is exactly symmetric. Memory is
+    :math:`O(D^2)`: use :func:`hvp` or :func:`top_hessian_eigenpairs` for large models.
+
+    Args:
+        E: scalar loss ``E(params)``.
+        params: any pytree of float arrays, ``D`` entries in all.
+
+    Returns:
+        ``H``, shape ``(D, D)``, dtype of the flattened parameters.
+
+    Book: chapter 3, §The spectrum of the Hessian.
+    """
+    flat, E_flat = _flat_loss(E, params)
+    H = jax.hessian(E_flat)(flat)
+    return 0.5 * (H + H.T)
+
+
+def eigh_descending(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
+    r"""Eigendecomposition :math:`A = U\,\mathrm{diag}(\lambda)\,U^\top` of a symmetric matrix, largest first.
+
+    ``numpy.linalg.eigh`` / ``jnp.linalg.eigh`` sort ascending; this reverses the order so that
+    ``eigenvalues[0]`` is :math:`\lambda_0 = \max_i \lambda_i`.
+
+    Args:
+        matrix: symmetric, shape ``(D, D)``.
+
+    Returns:
+        ``(eigenvalues, eigenvectors)``: shapes ``(D,)`` (descending) and ``(D, D)`` with the unit
+        eigenvector of ``eigenvalues[i]`` in column ``i`` (its sign is arbitrary).
+
+    References:
+        Golub & Van Loan, *Matrix Computations*, 4th ed., ch. 8 [golub2013matrix].
+
+    Book: chapter 3, §The spectrum of the Hessian.
+    """
+    matrix = jnp.asarray(matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"eigh_descending needs a square matrix, got shape {matrix.shape}.")
+    w, U = jnp.linalg.eigh(matrix)
+    return w[::-1], U[:, ::-1]
+
+
+def hessian_eigh(E: Loss, params: PyTree) -> tuple[jax.Array, jax.Array]:
+    r"""All eigenpairs :math:`H u_i = \lambda_i u_i` of the dense Hessian, :math:`\lambda_0 \ge \lambda_1 \ge \dots`.
+
+    ``eigh_descending(hessian(E, params))``. Eigenvectors live in the flattened parameter space;
+    turn column ``i`` into a pytree with ``ravel_pytree(params)[1](eigenvectors[:, i])``.
+
+    Args:
+        E: scalar loss ``E(params)``.
+        params: any pytree of float arrays, ``D`` entries in all.
+
+    Returns:
+        ``(eigenvalues, eigenvectors)``: shapes ``(D,)`` (descending; ``eigenvalues[0]`` is the
+        sharpness) and ``(D, D)`` (eigenvectors as columns, signs arbitrary).
+
+    References:
+        Golub & Van Loan, *Matrix Computations*, 4th ed., ch. 8 [golub2013matrix].
+
+    Book: chapter 3, §The spectrum of the Hessian.
+    """
+    return eigh_descending(hessian(E, params))
+
+
+# --------------------------------------------------------------------------- chapter 6
+
+
+def _orthogonalise(Q: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Two passes of classical Gram-Schmidt of ``w`` against the rows of ``Q`` (zero rows are inert).
+
+    Returns the orthogonalised vector and the total projection coefficients ``Q @ w``.
+    """
+    c1 = Q @ w
+    w = w - Q.T @ c1
+    c2 = Q @ w
+    w = w - Q.T @ c2
+    return w, c1 + c2
+
+
+def _check_krylov_sizes(k: int, num_iter: int, dim: int) -> None:
+    for name, val in (("k", k), ("num_iter", num_iter)):
+        if not isinstance(val, (int, np.integer)) or isinstance(val, bool):
+            raise ValueError(f"{name} must be a Python int (it fixes array shapes), got {val!r}.")
+    if not 1 <= k <= num_iter <= dim:
+        raise ValueError(
+            f"Lanczos needs 1 <= k <= num_iter <= dim, got k={k}, num_iter={num_iter}, dim={dim}. "
+            "k Ritz pairs need at least k Krylov vectors, and at most dim orthogonal vectors exist: "
+            f"lower k or raise num_iter (num_iter = dim = {dim} gives the exact spectrum)."
+        )
+
+
+def lanczos(
+    matvec: Matvec,
+    dim_or_v0: int | jax.Array,
+    k: int = 1,
+    num_iter: int = 20,
+    *,
+    key: jax.Array | None = None,
+    dtype=None,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Top-k eigenpairs of a symmetric linear map by Lanczos with full reorthogonalisation.
+
+    Lanczos builds an orthonormal basis :math:`Q = [q_0, \dots, q_{m-1}]` of the Krylov space
+    :math:`\mathrm{span}\{v_0, Av_0, \dots, A^{m-1}v_0\}` in which :math:`T = Q^\top A Q` is
+    tridiagonal; the eigenvalues of :math:`T` (*Ritz values*) approximate the extreme eigenvalues
+    of :math:`A`, the largest ones first, and :math:`Qs` (*Ritz vectors*, :math:`Ts = \theta s`)
+    their eigenvectors. With ``num_iter = dim`` it is exact. In plain Python (``m = num_iter``)::
+
+        q = v0 / norm(v0); Q = [q]
+        for j in range(m):
+            w = A @ Q[j]
+            alpha[j] = Q[j] @ w
+            for _ in range(2):                     # full reorthogonalisation, twice:
+                w = w - Q.T @ (Q @ w)              # against every basis vector so far
+            beta[j] = norm(w)
+            if beta[j] ~ 0:                        # breakdown: span(Q) is invariant under A
+                beta[j] = 0                        # T splits into blocks; carry on from
+                w = random vector orthogonalised against Q   # a fresh direction
+            Q.append(w / norm(w))
+        T = diag(alpha) + diag(beta[:-1], 1) + diag(beta[:-1], -1)
+        theta, S = eigh(T)                         # ascending
+        return theta[::-1][:k], (Q[:m].T @ S)[:, ::-1][:, :k]
+
+    Textbook Lanczos keeps only the three-term recurrence
+    :math:`\beta_j q_{j+1} = Aq_j - \alpha_j q_j - \beta_{j-1}q_{j-1}`; in floating point its basis
+    loses orthogonality and Ritz values repeat ("ghosts"). Reorthogonalising against all previous
+    vectors costs :math:`O(m^2 D)` but keeps :math:`Q` orthonormal to working precision. The loop
+    is a ``lax.fori_loop`` over a preallocated basis, so the whole call is jit-able (``k`` and
+    ``num_iter`` fix shapes and must be Python ints).
+
+    Args:
+        matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)``.
+        dim_or_v0: either ``dim`` (an int: start from a random vector drawn with ``key``), or a
+            start vector ``v0`` of shape ``(dim,)`` (a warm start, e.g. the previous Ritz vector).
+        k: number of eigenpairs returned, ``1 <= k <= num_iter``.
+        num_iter: Krylov dimension ``m``, ``k <= m <= dim``.
+        key: PRNG key for the random start and for fresh directions after a breakdown
+            (default ``jax.random.key(0)``).
+        dtype: dtype of the vectors when ``dim`` is given (default: JAX's default float); with
+            ``v0`` the dtype of ``v0`` is used.
+
+    Returns:
+        ``(eigenvalues, eigenvectors)``: the ``k`` largest (algebraic) Ritz values, shape ``(k,)``,
+        descending, and the unit Ritz vectors as columns of a ``(dim, k)`` array (signs arbitrary).
+
+    Raises:
+        ValueError: unless ``1 <= k <= num_iter <= dim``; if ``v0`` is not 1-D or is zero; if
+            ``matvec`` does not map ``(dim,)`` to ``(dim,)``.
+
+    References:
+        Lanczos, J. Res. Nat. Bur. Standards 1950 [lanczos1950iteration];
+        Golub & Van Loan, *Matrix Computations*, 4th ed., §10.1-10.3 [golub2013matrix].
+
+    Book: chapter 6, §Tracking sharpness.
+    """
+    key = jax.random.key(0) if key is None else key
+    if isinstance(dim_or_v0, (int, np.integer)) and not isinstance(dim_or_v0, bool):
+        dim = int(dim_or_v0)
+        dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
+        key, sub = jax.random.split(key)
+        v0 = jax.random.normal(sub, (dim,), dtype=dtype) if dim > 0 else None
+    else:
+        v0 = jnp.asarray(dim_or_v0)
+        if v0.ndim != 1:
+            raise ValueError(
+                f"lanczos: v0 must be a flat vector of shape (dim,), got shape {v0.shape}. "
+                "Flatten a pytree with jax.flatten_util.ravel_pytree."
+            )
+        if not jnp.issubdtype(v0.dtype, jnp.floating):
+            v0 = v0.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+        dim, dtype = v0.shape[0], v0.dtype
+        if _is_concrete(v0) and not np.any(np.asarray(v0)):
+            raise ValueError("lanczos: the start vector v0 is zero; pass a non-zero vector.")
+    _check_krylov_sizes(k, num_iter, dim)
+    out = jax.eval_shape(matvec, jax.ShapeDtypeStruct((dim,), dtype))
+    if getattr(out, "shape", None) != (dim,):
+        raise ValueError(
+            f"lanczos: matvec must map a vector of shape ({dim},) to shape ({dim},), "
+            f"got {getattr(out, 'shape', out)}."
+        )
+
+    m = num_iter
+    eps = jnp.finfo(dtype).eps
+    Q = jnp.zeros((m + 1, dim), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
+    alpha = jnp.zeros(m, dtype)
+    beta = jnp.zeros(m, dtype)
+
+    def fresh_direction(j, Q):
+        r = jax.random.normal(jax.random.fold_in(key, j), (dim,), dtype)
+        r, _ = _orthogonalise(Q, r)
+        nr = jnp.linalg.norm(r)
+        # Only when Q already spans R^dim (j + 1 = dim) is there nothing left: return zero.
+        return jnp.where(nr > eps * math.sqrt(dim), r / jnp.where(nr > 0, nr, 1), 0)
+
+    def step(j, state):
+        Q, alpha, beta = state
+        w = jnp.asarray(matvec(Q[j]), dtype)
+        w_norm = jnp.linalg.norm(w)
+        w, coeffs = _orthogonalise(Q, w)
+        b = jnp.linalg.norm(w)
+        broke = b <= math.sqrt(dim) * eps * w_norm
+        q_next = jax.lax.cond(
+            broke,
+            lambda: fresh_direction(j, Q),
+            lambda: w / jnp.where(broke, 1, b),
+        )
+        alpha = alpha.at[j].set(coeffs[j])
+        beta = beta.at[j].set(jnp.where(broke, 0, b))
+        return Q.at[j + 1].set(q_next), alpha, beta
+
+    Q, alpha, beta = jax.lax.fori_loop(0, m, step, (Q, alpha, beta))
+    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
+    theta, S = eigh_descending(T)
+    return theta[:k], Q[:m].T @ S[:, :k]
+
+
+def top_hessian_eigenpairs(
+    E: Loss,
+    params: PyTree,
+    k: int = 1,
+    num_iter: int = 20,
+    *,
+    key: jax.Array | None = None,
+    v0: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Top-k eigenpairs :math:`H u_i = \lambda_i u_i` of the Hessian, by Lanczos on Hessian-vector products.
+
+    Runs :func:`lanczos` on :math:`x \mapsto Hx` over the flattened parameters, never forming
+    :math:`H`: each iteration costs one Hessian-vector product (the gradient is linearised once
+    with :func:`jax.linearize` and the linear map reused) plus :math:`O(\text{num\_iter}\cdot D)`
+    for reorthogonalisation. This is how Cohen et al. (2021) track the sharpness during training.
+
+    Args:
+        E: scalar loss ``E(params)``.
+        params: any pytree of float arrays, ``D`` entries in all.
+        k: number of eigenpairs, ``1 <= k <= num_iter``.
+        num_iter: Krylov dimension; capped at ``D`` (where Lanczos is exact), so small problems
+            work with the default.
+        key: PRNG key of the random start (default ``jax.random.key(0)``).
+        v0: optional warm start, a flat ``(D,)`` vector (e.g. ``eigenvectors[:, 0]`` of the
+            previous call, a few steps earlier in training).
+
+    Returns:
+        ``(eigenvalues, eigenvectors)``: shape ``(k,)``, descending (``eigenvalues[0]`` is the
+        sharpness), and ``(D, k)`` with unit eigenvectors as flat columns (signs arbitrary).
+        Turn column ``i`` into a pytree like ``params`` with
+        ``ravel_pytree(params)[1](eigenvectors[:, i])``.
+
+    Raises:
+        ValueError: if ``k > num_iter`` or ``k > D``.
+
+    References:
+        Pearlmutter 1994 [pearlmutter1994fast]; Lanczos 1950 [lanczos1950iteration];
+        Golub & Van Loan 2013, §10.1-10.3 [golub2013matrix].
+
+    Book: chapter 6, §Tracking sharpness.
+    """
+    flat, E_flat = _flat_loss(E, params)
+    D = flat.shape[0]
+    _check_krylov_sizes(k, num_iter, max(num_iter, D))  # k <= num_iter, before capping
+    _, matvec = jax.linearize(jax.grad(E_flat), flat)
+    return lanczos(matvec, D if v0 is None else v0, k, min(num_iter, D), key=key, dtype=flat.dtype)
+
+
+def power_iteration(matvec: Matvec, v0: jax.Array, num_iter: int = 100) -> tuple[jax.Array, jax.Array]:
+    r"""Dominant eigenpair (largest :math:`|\lambda|`) of a symmetric linear map by power iteration.
+
+    .. math:: v_{n+1} = \frac{Av_n}{\lVert Av_n\rVert},\qquad \lambda \approx v_N^\top A v_N.
+
+    The error in :math:`v` shrinks like :math:`|\lambda_1/\lambda_0|^n` (eigenvalues ordered by
+    modulus): slow when the top two are close, which is where :func:`lanczos` wins. In plain Python::
+
+        v = v0 / norm(v0)
+        for _ in range(num_iter):
+            w = A @ v
+            v = w / norm(w)
+        return v @ (A @ v), v
+
+    Args:
+        matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)``.
+        v0: non-zero start vector, shape ``(dim,)``; its dtype is used throughout.
+        num_iter: number of iterations (a Python int, >= 1).
+
+    Returns:
+        ``(eigenvalue, eigenvector)``: the Rayleigh quotient :math:`v^\top Av` (signed: negative if
+        the dominant eigenvalue is) and the unit vector ``v``, shape ``(dim,)``.
+
+    References:
+        Golub & Van Loan, *Matrix Computations*, 4th ed., §8.2.1 [golub2013matrix].
+
+    Book: chapter 6, §Tracking sharpness.
+    """
+    v0 = jnp.asarray(v0)
+    if v0.ndim != 1:
+        raise ValueError(f"power_iteration: v0 must have shape (dim,), got {v0.shape}.")
+    if not isinstance(num_iter, (int, np.integer)) or num_iter < 1:
+        raise ValueError(f"power_iteration: num_iter must be a positive int, got {num_iter!r}.")
+    if _is_concrete(v0) and not np.any(np.asarray(v0)):
+        raise ValueError("power_iteration: the start vector v0 is zero; pass a non-zero vector.")
+
+    def normalise(w, v):
+        n = jnp.linalg.norm(w)
+        return jnp.where(n > 0, w / jnp.where(n > 0, n, 1), v)  # A v = 0: keep v (eigenvalue 0)
+
+    def step(_, v):
+        return normalise(jnp.asarray(matvec(v), v.dtype), v)
+
+    v = jax.lax.fori_loop(0, num_iter, step, v0 / jnp.linalg.norm(v0))
+    return v @ jnp.asarray(matvec(v), v.dtype), v
+
+
+def sharpness(E: Loss, params: PyTree, method: str = "lanczos", **kw) -> jax.Array:
+    r"""The sharpness :math:`\lambda_0 = \max_i \lambda_i(\nabla^2 E(\theta))`, the top Hessian eigenvalue.
+
+    Gradient descent with learning rate :math:`h` is linearly stable at a minimum iff
+    :math:`h\lambda_0 < 2`; at the edge of stability :math:`\lambda_0` hovers near :math:`2/h`.
+
+    Methods:
+
+    - ``"lanczos"`` (default): :func:`top_hessian_eigenpairs` with ``k=1``; keywords ``num_iter``
+      (default 20, capped at ``D``), ``key``, ``v0``.
+    - ``"dense"``: :func:`hessian_eigh`; exact, :math:`O(D^2)` memory, :math:`O(D^3)` time.
+    - ``"power"``: :func:`power_iteration` on Hessian-vector products; keywords ``num_iter``
+      (default 100), ``key``, ``v0``. Power iteration finds the eigenvalue of largest *modulus*;
+      if that is negative (a strongly curved-down direction), a second power iteration on
+      :math:`H - \lambda I` (a spectral shift) returns :math:`\lambda_0`.
+
+    Args:
+        E: scalar loss ``E(params)``.
+        params: any pytree of finite float arrays.
+        method: one of ``"lanczos"``, ``"dense"``, ``"power"``.
+        **kw: passed to the method, as listed above.
+
+    Returns:
+        :math:`\lambda_0`, a scalar in the dtype of the parameters.
+
+    Raises:
+        ValueError: for an unknown method, or non-finite parameters (checked outside ``jit`` only;
+            under ``jit`` NaN parameters give NaN).
+
+    References:
+        Cohen et al., "Gradient descent on neural networks typically occurs at the edge of
+        stability", ICLR 2021; Pearlmutter 1994 [pearlmutter1994fast];
+        Lanczos 1950 [lanczos1950iteration]; Golub & Van Loan 2013 [golub2013matrix].
+
+    Book: chapter 6, §Tracking sharpness.
+    """
+    if method not in SHARPNESS_METHODS:
+        raise ValueError(f"sharpness: unknown method {method!r}; choose one of {SHARPNESS_METHODS}.")
+    _check_finite(params, "params")
+    if method == "dense":
+        return hessian_eigh(E, params, **kw)[0][0]
+    if method == "lanczos":
+        return top_hessian_eigenpairs(E, params, k=1, **kw)[0][0]
+    return _power_sharpness(E, params, **kw)
+
+
+def _power_sharpness(E: Loss, params: PyTree, num_iter: int = 100, key=None, v0=None) -> jax.Array:
+    flat, E_flat = _flat_loss(E, params)
+    if v0 is None:
+        key = jax.random.key(0) if key is None else key
+        v0 = jax.random.normal(key, flat.shape, flat.dtype)
+    _, matvec = jax.linearize(jax.grad(E_flat), flat)
+    lam, _ = power_iteration(matvec, v0, num_iter)
+
+    def shifted(lam):  # dominant eigenvalue was the most negative one: H - lam I is PSD
+        mu, _ = power_iteration(lambda x: matvec(x) - lam * x, v0, num_iter)
+        return lam + mu
+
+    return jax.lax.cond(lam < 0, shifted, lambda lam: lam, lam)

@@ -1,0 +1,388 @@
+"""Tests for pfcourse.spectral: HVPs, dense Hessians, Lanczos, power iteration, sharpness."""
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+from pfcourse import spectral  # noqa: E402
+from pfcourse.spectral import (  # noqa: E402
+    eigh_descending,
+    hessian,
+    hessian_eigh,
+    hvp,
+    lanczos,
+    power_iteration,
+    sharpness,
+    top_hessian_eigenpairs,
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def pytree_loss(p):
+    """A non-quadratic loss over a dict of two arrays."""
+    a, b = p["a"], p["b"]
+    return jnp.sum(jnp.sin(a) ** 2) * jnp.sum(b**3) + jnp.sum(jnp.tanh(a @ b)) + jnp.sum(a**4) / 4
+
+
+def random_pytree(seed):
+    rng = np.random.default_rng(seed)
+    return {"a": jnp.asarray(rng.normal(size=(3, 2))), "b": jnp.asarray(rng.normal(size=(2,)))}
+
+
+def random_symmetric(rng, n, spectrum=None):
+    """Q diag(spectrum) Q^T with Q Haar-random; spectrum defaults to standard normal (mixed signs)."""
+    Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+    lam = rng.normal(size=n) if spectrum is None else np.asarray(spectrum, float)
+    A = (Q * lam) @ Q.T
+    return 0.5 * (A + A.T)
+
+
+def mlp_problem(seed=0, sizes=(4, 8, 3), n=20):
+    """Tiny tanh MLP with square loss on random data; params as a dict pytree."""
+    rng = np.random.default_rng(seed)
+    d_in, d_h, d_out = sizes
+    params = {
+        "W1": jnp.asarray(rng.normal(size=(d_in, d_h)) / np.sqrt(d_in)),
+        "b1": jnp.asarray(0.1 * rng.normal(size=d_h)),
+        "W2": jnp.asarray(rng.normal(size=(d_h, d_out)) / np.sqrt(d_h)),
+        "b2": jnp.asarray(0.1 * rng.normal(size=d_out)),
+    }
+    X = jnp.asarray(rng.normal(size=(n, d_in)))
+    Y = jnp.asarray(rng.normal(size=(n, d_out)))
+
+    def E(p):
+        out = jnp.tanh(X @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+        return 0.5 * jnp.mean(jnp.sum((out - Y) ** 2, axis=1))
+
+    return E, params
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+
+
+# --------------------------------------------------------------------------- hvp and hessian
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hvp_matches_dense_hessian_on_pytree(seed):
+    params = random_pytree(seed)
+    v = random_pytree(seed + 100)
+    Hv = hvp(pytree_loss, params, v)
+    assert jax.tree_util.tree_structure(Hv) == jax.tree_util.tree_structure(params)
+    flat_v, _ = ravel_pytree(v)
+    expected = hessian(pytree_loss, params) @ flat_v
+    np.testing.assert_allclose(ravel_pytree(Hv)[0], expected, rtol=0, atol=1e-10 * np.max(np.abs(expected)))
+
+
+def test_hvp_on_raw_array_and_linearity():
+    E, _ = lambda x: jnp.sum(jnp.cos(x) * x**2), None
+    x = jnp.linspace(-1.0, 2.0, 5)
+    u, w = jnp.arange(5.0), jnp.ones(5)
+    lhs = hvp(E, x, 2.0 * u - 3.0 * w)
+    rhs = 2.0 * hvp(E, x, u) - 3.0 * hvp(E, x, w)
+    np.testing.assert_allclose(lhs, rhs, atol=1e-12)
+    # This loss is separable: H is diagonal with E_i'' = (2 - x^2) cos x - 4 x sin x.
+    np.testing.assert_allclose(hvp(E, x, w), (2 - x**2) * jnp.cos(x) - 4 * x * jnp.sin(x), atol=1e-12)
+
+
+def test_hessian_symmetric_and_equals_jax_hessian_on_flat_input():
+    params = random_pytree(3)
+    H = hessian(pytree_loss, params)
+    D = ravel_pytree(params)[0].size
+    assert H.shape == (D, D) == (8, 8)
+    np.testing.assert_array_equal(H, H.T)
+    flat, unravel = ravel_pytree(params)
+    H_ref = jax.hessian(lambda x: pytree_loss(unravel(x)))(flat)
+    np.testing.assert_allclose(H, H_ref, rtol=0, atol=1e-12 * np.max(np.abs(H_ref)))
+
+
+@pytest.mark.parametrize("n", [1, 4, 9])
+def test_hessian_of_quadratic_is_A(n):
+    A = random_symmetric(np.random.default_rng(n), n)
+    theta = jnp.asarray(np.random.default_rng(10 + n).normal(size=n))
+    H = hessian(lambda t: 0.5 * t @ A @ t, theta)
+    np.testing.assert_allclose(H, A, rtol=0, atol=1e-12)
+
+
+def test_hessian_eigh_descending_and_reconstructs():
+    params = random_pytree(4)
+    lam, U = hessian_eigh(pytree_loss, params)
+    H = hessian(pytree_loss, params)
+    assert np.all(np.diff(np.asarray(lam)) <= 0)
+    np.testing.assert_allclose(U @ jnp.diag(lam) @ U.T, H, atol=1e-10 * np.max(np.abs(H)))
+    np.testing.assert_allclose(U.T @ U, np.eye(len(lam)), atol=1e-12)
+    np.testing.assert_allclose(lam[0], np.linalg.eigvalsh(np.asarray(H))[-1], rtol=1e-12)
+
+
+def test_eigh_descending_rejects_non_square():
+    with pytest.raises(ValueError, match="square"):
+        eigh_descending(jnp.ones((2, 3)))
+
+
+# --------------------------------------------------------------------------- lanczos on matrices
+
+
+def check_against_eigh(A, k, num_iter, key=None, tol=1e-8, vec_gap=1e-3):
+    """Top-k Lanczos vs numpy eigh: values to ``tol`` relative, vectors up to sign where separated."""
+    A = np.asarray(A)
+    n = A.shape[0]
+    w, V = np.linalg.eigh(A)
+    w, V = w[::-1], V[:, ::-1]
+    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=k, num_iter=num_iter, key=key)
+    assert lam.shape == (k,) and U.shape == (n, k)
+    assert np.all(np.isfinite(lam)) and np.all(np.isfinite(U))
+    scale = np.max(np.abs(w))
+    np.testing.assert_allclose(lam, w[:k], rtol=0, atol=tol * scale)
+    np.testing.assert_allclose(np.linalg.norm(U, axis=0), 1.0, atol=1e-10)
+    gaps = np.abs(np.diff(w))
+    for i in range(k):
+        left = gaps[i - 1] if i > 0 else np.inf
+        right = gaps[i] if i < n - 1 else np.inf
+        if min(left, right) > vec_gap * scale:
+            assert abs(np.dot(U[:, i], V[:, i])) == pytest.approx(1.0, abs=1e-8)
+    return lam, U
+
+
+@pytest.mark.parametrize("n,seed", [(5, 0), (12, 1), (30, 2), (60, 3)])
+def test_lanczos_full_krylov_matches_eigh_mixed_signs(n, seed):
+    A = random_symmetric(np.random.default_rng(seed), n)  # normal spectrum: negative eigenvalues too
+    check_against_eigh(A, k=min(n, 5), num_iter=n, key=jax.random.key(seed))
+
+
+def test_lanczos_negative_definite():
+    A = random_symmetric(np.random.default_rng(7), 10, spectrum=-np.arange(1.0, 11.0))
+    lam, _ = check_against_eigh(A, k=3, num_iter=10)
+    np.testing.assert_allclose(lam, [-1.0, -2.0, -3.0], atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "spectrum",
+    [
+        [5.0, 5.0, 5.0, 1.0, 0.5, -2.0, -3.0, 0.1],  # repeated top eigenvalue (multiplicity 3)
+        [4.0, 4.0 + 1e-9, 4.0 - 1e-9, 1.0, -1.0, 0.0, 2.0, 3.0],  # clustered top eigenvalues
+        [2.0, 2.0, -2.0, -2.0, 1.0, 1.0, 0.0, 0.0],  # only four distinct values
+    ],
+)
+def test_lanczos_repeated_and_clustered_top(spectrum):
+    A = random_symmetric(np.random.default_rng(11), len(spectrum), spectrum=spectrum)
+    check_against_eigh(A, k=4, num_iter=len(spectrum))
+
+
+def test_lanczos_partial_krylov_top_eigenvalue_with_gap():
+    n = 200
+    rng = np.random.default_rng(5)
+    spectrum = np.concatenate([[10.0, 6.0], rng.uniform(-1.0, 1.0, n - 2)])
+    A = random_symmetric(rng, n, spectrum=spectrum)
+    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=2, num_iter=30)
+    np.testing.assert_allclose(lam, [10.0, 6.0], rtol=1e-8)
+    w, V = np.linalg.eigh(A)
+    assert abs(np.dot(U[:, 0], V[:, -1])) == pytest.approx(1.0, abs=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 16), seed=st.integers(0, 2**31 - 1), data=st.data())
+def test_lanczos_property_full_spectrum(n, seed, data):
+    k = data.draw(st.integers(1, n))
+    A = random_symmetric(np.random.default_rng(seed), n)
+    check_against_eigh(A, k=k, num_iter=n, key=jax.random.key(seed % 1000))
+
+
+def test_lanczos_krylov_basis_is_orthonormal_ritz_pairs_are_eigenpairs():
+    n = 40
+    A = random_symmetric(np.random.default_rng(8), n)
+    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=n, num_iter=n)
+    np.testing.assert_allclose(U.T @ U, np.eye(n), atol=1e-10)
+    np.testing.assert_allclose(A @ U, U * lam, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- breakdown
+
+
+@pytest.mark.parametrize("n,num_iter", [(6, 3), (6, 6), (20, 10)])
+def test_lanczos_breakdown_rank_two(n, num_iter):
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    A = 3.0 * np.outer(a, a) / (a @ a) - 2.0 * np.outer(b, b) / (b @ b)  # rank 2, one +, one -
+    w = np.sort(np.linalg.eigvalsh(A))[::-1]
+    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=3, num_iter=num_iter)
+    assert np.all(np.isfinite(lam)) and np.all(np.isfinite(U))
+    np.testing.assert_allclose(lam, w[:3], atol=1e-10)
+    np.testing.assert_allclose(A @ U[:, 0], lam[0] * U[:, 0], atol=1e-10)
+    if num_iter == n:  # the whole spectrum, including the negative eigenvalue after the zeros
+        lam_all, _ = lanczos(lambda x: jnp.asarray(A) @ x, n, k=n, num_iter=n)
+        np.testing.assert_allclose(lam_all, w, atol=1e-10)
+
+
+def test_lanczos_exact_breakdown_from_an_eigenvector():
+    # A e_0 = 4 e_0 exactly: the first residual is exactly zero, a fresh direction must take over.
+    A = jnp.diag(jnp.array([4.0, 1.0, 3.0, -5.0, 2.0]))
+    v0 = jnp.array([1.0, 0.0, 0.0, 0.0, 0.0])
+    lam, U = lanczos(lambda x: A @ x, v0, k=5, num_iter=5)
+    assert np.all(np.isfinite(lam)) and np.all(np.isfinite(U))
+    np.testing.assert_allclose(lam, [4.0, 3.0, 2.0, 1.0, -5.0], atol=1e-12)
+    lam1, _ = lanczos(lambda x: A @ x, v0, k=1, num_iter=2)
+    np.testing.assert_allclose(lam1, [4.0], atol=1e-12)
+
+
+def test_lanczos_zero_matrix():
+    lam, U = lanczos(lambda x: 0.0 * x, 4, k=2, num_iter=4)
+    np.testing.assert_array_equal(lam, [0.0, 0.0])
+    assert np.all(np.isfinite(U))
+
+
+# --------------------------------------------------------------------------- lanczos on a network
+
+
+def test_top_hessian_eigenpairs_small_mlp():
+    E, params = mlp_problem()
+    D = ravel_pytree(params)[0].size
+    assert D == 4 * 8 + 8 + 8 * 3 + 3
+    lam_dense, U_dense = hessian_eigh(E, params)
+    lam, U = top_hessian_eigenpairs(E, params, k=3, num_iter=D)
+    assert U.shape == (D, 3)
+    np.testing.assert_allclose(lam, lam_dense[:3], rtol=1e-8)
+    for i in range(3):
+        assert abs(np.dot(U[:, i], U_dense[:, i])) == pytest.approx(1.0, abs=1e-8)
+    # Fewer iterations still give the sharpness to high accuracy on this network.
+    lam30, _ = top_hessian_eigenpairs(E, params, k=3, num_iter=30)
+    np.testing.assert_allclose(lam30[0], lam_dense[0], rtol=1e-8)
+    # Eigenvectors unravel into pytrees like params, and satisfy H u = lambda u.
+    _, unravel = ravel_pytree(params)
+    u0 = unravel(U[:, 0])
+    Hu0 = hvp(E, params, u0)
+    np.testing.assert_allclose(ravel_pytree(Hu0)[0], lam[0] * U[:, 0], atol=1e-9 * abs(lam[0]))
+
+
+def test_top_hessian_eigenpairs_warm_start_and_cap():
+    E, params = mlp_problem(seed=1)
+    lam_dense, _ = hessian_eigh(E, params)
+    lam, U = top_hessian_eigenpairs(E, params, k=1, num_iter=30)
+    lam_warm, _ = top_hessian_eigenpairs(E, params, k=1, num_iter=5, v0=U[:, 0])
+    np.testing.assert_allclose(lam_warm, lam_dense[:1], rtol=1e-10)
+    # num_iter larger than D is capped at D: a 2-parameter problem works with the default.
+    lam2, _ = top_hessian_eigenpairs(lambda t: t[0] ** 2 + 3 * t[1] ** 2 + t[0] * t[1], jnp.zeros(2), k=2)
+    np.testing.assert_allclose(lam2, np.linalg.eigvalsh([[2.0, 1.0], [1.0, 6.0]])[::-1], atol=1e-12)
+
+
+def test_float32_params_give_float32_results():
+    E, params = mlp_problem(seed=2)
+    params32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), params)
+    lam64 = hessian_eigh(E, params)[0][0]
+    for method in spectral.SHARPNESS_METHODS:
+        s = sharpness(E, params32, method=method, **({"num_iter": 500} if method == "power" else {}))
+        assert s.dtype == jnp.float32, method
+        np.testing.assert_allclose(s, lam64, rtol=1e-3)
+    assert hessian(E, params32).dtype == jnp.float32
+    assert ravel_pytree(hvp(E, params32, params))[0].dtype == jnp.float32  # v cast to params' dtype
+
+
+def test_lanczos_and_sharpness_under_jit():
+    E, params = mlp_problem(seed=3)
+    expected = hessian_eigh(E, params)[0][0]
+    s = jax.jit(lambda p: sharpness(E, p))(params)
+    np.testing.assert_allclose(s, expected, rtol=1e-8)
+    s_pow = jax.jit(lambda p: sharpness(E, p, method="power", num_iter=2000))(params)
+    np.testing.assert_allclose(s_pow, expected, rtol=1e-6)
+    A = jnp.asarray(random_symmetric(np.random.default_rng(0), 8))
+    lam = jax.jit(lambda M: lanczos(lambda x: M @ x, 8, k=2, num_iter=8)[0])(A)
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh(np.asarray(A))[::-1][:2], atol=1e-12)
+
+
+# --------------------------------------------------------------------------- power iteration, sharpness
+
+
+def test_power_iteration_dominant_eigenpair():
+    A = jnp.asarray(random_symmetric(np.random.default_rng(1), 10, spectrum=[-9.0, 5, 4, 3, 2, 1, 0, -1, -2, -3]))
+    lam, v = power_iteration(lambda x: A @ x, jnp.ones(10), num_iter=300)
+    np.testing.assert_allclose(lam, -9.0, rtol=1e-10)  # largest modulus, signed
+    np.testing.assert_allclose(A @ v, lam * v, atol=1e-8)
+
+
+def quartic_psd(t):
+    """Convex loss (Hessian PSD everywhere) over a dict pytree."""
+    return 0.5 * jnp.sum(jnp.arange(1.0, 5.0) * t["x"] ** 2) + 0.25 * jnp.sum(t["x"] ** 4) + jnp.sum(t["y"] ** 2)
+
+
+def test_sharpness_three_methods_agree_psd():
+    params = {"x": jnp.array([0.3, -0.2, 0.5, 1.0]), "y": jnp.array([0.7, 0.1])}
+    H = np.asarray(hessian(quartic_psd, params))
+    expected = np.linalg.eigvalsh(H)[-1]
+    assert np.linalg.eigvalsh(H)[0] >= 0
+    np.testing.assert_allclose(sharpness(quartic_psd, params, method="dense"), expected, rtol=1e-12)
+    np.testing.assert_allclose(sharpness(quartic_psd, params), expected, rtol=1e-10)
+    np.testing.assert_allclose(sharpness(quartic_psd, params, method="power", num_iter=500), expected, rtol=1e-8)
+
+
+def test_sharpness_is_largest_algebraic_at_a_saddle():
+    # H = diag(1, -10): lambda_0 = 1 although the dominant eigenvalue by modulus is -10.
+    E = lambda t: 0.5 * t[0] ** 2 - 5.0 * t[1] ** 2
+    theta = jnp.array([0.1, 0.2])
+    for method in spectral.SHARPNESS_METHODS:
+        np.testing.assert_allclose(sharpness(E, theta, method=method), 1.0, rtol=1e-10, err_msg=method)
+
+
+def test_sharpness_quadratic_closed_form():
+    A = random_symmetric(np.random.default_rng(9), 7, spectrum=[7.5, 3, 2, 1, 0.5, 0.1, 0.0])
+    E = lambda t: 0.5 * t @ jnp.asarray(A) @ t
+    theta = jnp.ones(7)
+    for method in spectral.SHARPNESS_METHODS:
+        np.testing.assert_allclose(sharpness(E, theta, method=method), 7.5, rtol=1e-10, err_msg=method)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_lanczos_rejects_k_greater_than_num_iter():
+    with pytest.raises(ValueError, match="k <= num_iter"):
+        lanczos(lambda x: x, 10, k=5, num_iter=3)
+    with pytest.raises(ValueError, match="num_iter <= dim"):
+        lanczos(lambda x: x, 4, k=1, num_iter=5)
+    with pytest.raises(ValueError, match="k <= num_iter"):
+        top_hessian_eigenpairs(quartic_psd, {"x": jnp.ones(4), "y": jnp.ones(2)}, k=4, num_iter=3)
+    with pytest.raises(ValueError, match="k <= num_iter"):
+        top_hessian_eigenpairs(lambda t: jnp.sum(t**2), jnp.ones(2), k=3)  # k > D
+    with pytest.raises(ValueError, match="Python int"):
+        lanczos(lambda x: x, 4, k=1.5, num_iter=3)
+
+
+def test_lanczos_rejects_bad_v0_and_matvec():
+    with pytest.raises(ValueError, match="shape"):
+        lanczos(lambda x: x, jnp.ones((2, 2)), k=1, num_iter=2)
+    with pytest.raises(ValueError, match="zero"):
+        lanczos(lambda x: x, jnp.zeros(3), k=1, num_iter=2)
+    with pytest.raises(ValueError, match="matvec"):
+        lanczos(lambda x: x[:2], 3, k=1, num_iter=2)
+    with pytest.raises(ValueError, match="zero"):
+        power_iteration(lambda x: x, jnp.zeros(3), num_iter=2)
+
+
+def test_hvp_rejects_mismatched_v():
+    params = random_pytree(0)
+    with pytest.raises(ValueError, match=r"Expected .*\(3, 2\)"):
+        hvp(pytree_loss, params, {"a": jnp.ones((2, 3)), "b": jnp.ones(2)})
+    with pytest.raises(ValueError, match="structure"):
+        hvp(pytree_loss, params, {"a": jnp.ones((3, 2))})
+    with pytest.raises(ValueError, match="structure"):
+        hvp(pytree_loss, params, ravel_pytree(params)[0])
+
+
+def test_sharpness_rejects_unknown_method_and_nonfinite_params():
+    params = {"x": jnp.ones(4), "y": jnp.ones(2)}
+    with pytest.raises(ValueError, match="lanczos.*dense.*power"):
+        sharpness(quartic_psd, params, method="arnoldi")
+    bad = {"x": jnp.array([1.0, jnp.nan, 0.0, 0.0]), "y": jnp.ones(2)}
+    for method in spectral.SHARPNESS_METHODS:
+        with pytest.raises(ValueError, match="non-finite"):
+            sharpness(quartic_psd, bad, method=method)
+    with pytest.raises(ValueError, match="non-finite"):
+        sharpness(quartic_psd, {"x": jnp.full(4, jnp.inf), "y": jnp.ones(2)})
