@@ -55,6 +55,7 @@ __all__ = [
     "modified_field_terms",
     "modified_field",
     "substitute_field",
+    "prime_notation",
     "derivative_orders",
     "is_principal",
     "principal_part",
@@ -242,6 +243,26 @@ def substitute_field(expr: sympy.Expr, field: sympy.Expr) -> sympy.Expr:
             raise ValueError(f"substitute_field expects derivatives of f(y) in y only, found {d}.")
         table[d] = sympy.diff(field, y, d.derivative_count)
     table[f(y)] = field
+    return expr.xreplace(table)
+
+
+def prime_notation(expr: sympy.Expr) -> sympy.Expr:
+    r"""``expr`` with ``f(y), f'(y), …`` replaced by plain symbols ``f, f', f'', f''', f^{(4)}, …``.
+
+    For display only: ``sympy.latex`` of the result reads like the book (``f'' f^2/12`` instead of
+    derivative operators). The symbols commute, so read the products as scalar products.
+
+    Args:
+        expr: an expression in ``f(y)`` and its derivatives.
+
+    Returns:
+        The same expression in the symbols.
+    """
+    table = {}
+    for d in expr.atoms(sympy.Derivative):
+        k = d.derivative_count
+        table[d] = sympy.Symbol("f" + "'" * k if k <= 3 else f"f^{{({k})}}")
+    table[f(y)] = sympy.Symbol("f")
     return expr.xreplace(table)
 
 

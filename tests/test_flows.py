@@ -242,3 +242,49 @@ def test_landscapes_are_analytic():
         eps = 1e-7
         fd = (L.loss(z + jnp.array([eps, 0])) - L.loss(z - jnp.array([eps, 0]))) / (2 * eps)
         np.testing.assert_allclose(gz[0], fd, rtol=1e-6)
+
+
+# ---------------------------------------------------------------- chapter 1 and 3 closed forms
+
+@pytest.mark.parametrize("hl", [-0.4, 0.3, 1.0, 1.5, 2.0, 2.4])
+def test_gd_and_ngf_closed_forms_per_eigendirection(hl):
+    """eq-gd-quadratic: z_n = (1 - h lam)^n z_0; eq-ngf-quadratic: z(t) = exp(-lam t) z_0."""
+    L, th0 = random_quadratic(4, lam=np.array([hl / H, 0.8]))
+    U = L.params["eigenvectors"]
+    z0 = U.T @ th0
+    gd = np.asarray(flows.gradient_descent(L.loss, jnp.asarray(th0), H, 12)) @ U
+    n = np.arange(13)[:, None]
+    np.testing.assert_allclose(gd, (1 - H * L.params["eigenvalues"]) ** n * z0, rtol=1e-12, atol=1e-13)
+    ts = np.linspace(0, 3, 7)
+    ngf = np.asarray(flows.integrate(flows.gradient_flow(L.loss), jnp.asarray(th0), ts, rtol=1e-12, atol=1e-14)) @ U
+    np.testing.assert_allclose(ngf, np.exp(-ts[:, None] * L.params["eigenvalues"]) * z0, rtol=1e-9, atol=1e-10)
+
+
+def test_gd_stability_threshold():
+    """eq-gd-stability: |1 - x| < 1 iff 0 < x < 2, symbolically and by running GD."""
+    import sympy as sp
+
+    x = sp.symbols("x", real=True)
+    assert sp.solve_univariate_inequality(sp.Abs(1 - x) < 1, x, relational=False) == sp.Interval.open(0, 2)
+    E = lambda t: 0.5 * jnp.sum(t**2)  # lambda = 1, so h = h lambda
+    for hl, converges in [(0.5, True), (1.9, True), (2.0, False), (2.1, False)]:
+        z = np.abs(np.asarray(flows.gradient_descent(E, jnp.ones(1), hl, 200))[-1, 0])
+        assert (z < 1e-3) == converges
+
+
+@pytest.mark.parametrize("xx", [-0.5, 0.1, 0.5, 1.5, 2.5])
+def test_step_factors_of_the_four_models(xx):
+    """eq-step-factors: over time h along one direction (x = h lambda) GD and PF multiply by 1 - x,
+    NGF by exp(-x), IGR by exp(-x (1 + x / 2)); measured by integrating each field."""
+    hh = 0.5
+    lam = xx / hh
+    E = lambda t: 0.5 * lam * t[0] ** 2
+    ts = jnp.array([0.0, hh])
+    gd = flows.gradient_descent(E, jnp.ones(1), hh, 1)[1, 0]
+    ngf = flows.integrate(flows.gradient_flow(E), jnp.ones(1), ts, rtol=1e-12, atol=1e-14)[1, 0]
+    igr = flows.integrate(flows.igr_flow(E, hh), jnp.ones(1), ts, rtol=1e-12, atol=1e-14)[1, 0]
+    pf = flows.integrate(flows.principal_flow(E, hh), jnp.ones(1), ts, rtol=1e-12, atol=1e-14)[1, 0]
+    np.testing.assert_allclose(gd, 1 - xx, rtol=1e-14)
+    np.testing.assert_allclose(pf, 1 - xx, rtol=1e-9)
+    np.testing.assert_allclose(ngf, np.exp(-xx), rtol=1e-9)
+    np.testing.assert_allclose(igr, np.exp(-xx * (1 + xx / 2)), rtol=1e-9)

@@ -1,4 +1,6 @@
 """Tests for pfcourse.spectral: HVPs, dense Hessians, Lanczos, power iteration, sharpness."""
+import functools
+
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -130,18 +132,29 @@ def test_eigh_descending_rejects_non_square():
 
 
 # --------------------------------------------------------------------------- lanczos on matrices
+# One jitted wrapper per start type: each (n, k, num_iter) compiles once, which keeps the file fast.
 
 
-def check_against_eigh(A, k, num_iter, key=None, tol=1e-8, vec_gap=1e-3):
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def lanczos_dense(A, key, k, num_iter):
+    return lanczos(lambda x: A @ x, A.shape[0], k, num_iter, key=key)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def lanczos_dense_v0(A, v0, k, num_iter):
+    return lanczos(lambda x: A @ x, v0, k, num_iter)
+
+
+def check_against_eigh(A, k, num_iter, seed=0, tol=1e-8, vec_gap=1e-3):
     """Top-k Lanczos vs numpy eigh: values to ``tol`` relative, vectors up to sign where separated."""
     A = np.asarray(A)
     n = A.shape[0]
     w, V = np.linalg.eigh(A)
     w, V = w[::-1], V[:, ::-1]
-    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=k, num_iter=num_iter, key=key)
+    lam, U = lanczos_dense(jnp.asarray(A), jax.random.key(seed), k, num_iter)
     assert lam.shape == (k,) and U.shape == (n, k)
     assert np.all(np.isfinite(lam)) and np.all(np.isfinite(U))
-    scale = np.max(np.abs(w))
+    scale = max(np.max(np.abs(w)), 1e-300)
     np.testing.assert_allclose(lam, w[:k], rtol=0, atol=tol * scale)
     np.testing.assert_allclose(np.linalg.norm(U, axis=0), 1.0, atol=1e-10)
     gaps = np.abs(np.diff(w))
@@ -153,16 +166,19 @@ def check_against_eigh(A, k, num_iter, key=None, tol=1e-8, vec_gap=1e-3):
     return lam, U
 
 
-@pytest.mark.parametrize("n,seed", [(5, 0), (12, 1), (30, 2), (60, 3)])
-def test_lanczos_full_krylov_matches_eigh_mixed_signs(n, seed):
-    A = random_symmetric(np.random.default_rng(seed), n)  # normal spectrum: negative eigenvalues too
-    check_against_eigh(A, k=min(n, 5), num_iter=n, key=jax.random.key(seed))
+def test_lanczos_full_krylov_is_exact_eigendecomposition():
+    n = 30
+    A = random_symmetric(np.random.default_rng(2), n)  # normal spectrum: negative eigenvalues too
+    lam, U = check_against_eigh(A, k=n, num_iter=n, seed=2)
+    np.testing.assert_allclose(U.T @ U, np.eye(n), atol=1e-10)  # basis stayed orthonormal
+    np.testing.assert_allclose(A @ U, U * lam, atol=1e-10)  # Ritz pairs are eigenpairs
 
 
-def test_lanczos_negative_definite():
-    A = random_symmetric(np.random.default_rng(7), 10, spectrum=-np.arange(1.0, 11.0))
-    lam, _ = check_against_eigh(A, k=3, num_iter=10)
-    np.testing.assert_allclose(lam, [-1.0, -2.0, -3.0], atol=1e-10)
+@settings(max_examples=20, deadline=None)
+@given(n=st.sampled_from([1, 2, 3, 5, 8, 13]), seed=st.integers(0, 2**31 - 1))
+def test_lanczos_property_full_spectrum(n, seed):
+    A = random_symmetric(np.random.default_rng(seed), n)
+    check_against_eigh(A, k=n, num_iter=n, seed=seed % 997)
 
 
 @pytest.mark.parametrize(
@@ -171,11 +187,14 @@ def test_lanczos_negative_definite():
         [5.0, 5.0, 5.0, 1.0, 0.5, -2.0, -3.0, 0.1],  # repeated top eigenvalue (multiplicity 3)
         [4.0, 4.0 + 1e-9, 4.0 - 1e-9, 1.0, -1.0, 0.0, 2.0, 3.0],  # clustered top eigenvalues
         [2.0, 2.0, -2.0, -2.0, 1.0, 1.0, 0.0, 0.0],  # only four distinct values
+        -np.arange(1.0, 9.0),  # negative definite
+        [1e-3, -7.0, 6.9, 0.0, 0.0, 0.0, 2.0, 2.0],  # dominant eigenvalue negative
     ],
 )
-def test_lanczos_repeated_and_clustered_top(spectrum):
+def test_lanczos_repeated_clustered_negative(spectrum):
     A = random_symmetric(np.random.default_rng(11), len(spectrum), spectrum=spectrum)
-    check_against_eigh(A, k=4, num_iter=len(spectrum))
+    lam, _ = check_against_eigh(A, k=4, num_iter=len(spectrum))
+    np.testing.assert_allclose(lam, np.sort(spectrum)[::-1][:4], atol=1e-10 * np.max(np.abs(spectrum)))
 
 
 def test_lanczos_partial_krylov_top_eigenvalue_with_gap():
@@ -183,119 +202,106 @@ def test_lanczos_partial_krylov_top_eigenvalue_with_gap():
     rng = np.random.default_rng(5)
     spectrum = np.concatenate([[10.0, 6.0], rng.uniform(-1.0, 1.0, n - 2)])
     A = random_symmetric(rng, n, spectrum=spectrum)
-    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=2, num_iter=30)
+    lam, U = lanczos_dense(jnp.asarray(A), jax.random.key(0), 2, 30)
     np.testing.assert_allclose(lam, [10.0, 6.0], rtol=1e-8)
     w, V = np.linalg.eigh(A)
     assert abs(np.dot(U[:, 0], V[:, -1])) == pytest.approx(1.0, abs=1e-8)
 
 
-@settings(max_examples=25, deadline=None)
-@given(n=st.integers(1, 16), seed=st.integers(0, 2**31 - 1), data=st.data())
-def test_lanczos_property_full_spectrum(n, seed, data):
-    k = data.draw(st.integers(1, n))
-    A = random_symmetric(np.random.default_rng(seed), n)
-    check_against_eigh(A, k=k, num_iter=n, key=jax.random.key(seed % 1000))
-
-
-def test_lanczos_krylov_basis_is_orthonormal_ritz_pairs_are_eigenpairs():
-    n = 40
-    A = random_symmetric(np.random.default_rng(8), n)
-    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=n, num_iter=n)
-    np.testing.assert_allclose(U.T @ U, np.eye(n), atol=1e-10)
-    np.testing.assert_allclose(A @ U, U * lam, atol=1e-10)
-
-
 # --------------------------------------------------------------------------- breakdown
 
 
-@pytest.mark.parametrize("n,num_iter", [(6, 3), (6, 6), (20, 10)])
-def test_lanczos_breakdown_rank_two(n, num_iter):
-    rng = np.random.default_rng(n)
+def rank_two(n, seed):
+    rng = np.random.default_rng(seed)
     a, b = rng.normal(size=n), rng.normal(size=n)
-    A = 3.0 * np.outer(a, a) / (a @ a) - 2.0 * np.outer(b, b) / (b @ b)  # rank 2, one +, one -
+    return 3.0 * np.outer(a, a) / (a @ a) - 2.0 * np.outer(b, b) / (b @ b)  # eigenvalues 3-ish, -2-ish, 0...
+
+
+def test_lanczos_breakdown_rank_two_partial():
+    # The Krylov space span{v0, A v0, A^2 v0, ...} has dimension 3: breakdown at step 3 of 5.
+    A = rank_two(13, 0)
     w = np.sort(np.linalg.eigvalsh(A))[::-1]
-    lam, U = lanczos(lambda x: jnp.asarray(A) @ x, n, k=3, num_iter=num_iter)
+    lam, U = lanczos_dense(jnp.asarray(A), jax.random.key(0), 5, 5)
     assert np.all(np.isfinite(lam)) and np.all(np.isfinite(U))
-    np.testing.assert_allclose(lam, w[:3], atol=1e-10)
-    np.testing.assert_allclose(A @ U[:, 0], lam[0] * U[:, 0], atol=1e-10)
-    if num_iter == n:  # the whole spectrum, including the negative eigenvalue after the zeros
-        lam_all, _ = lanczos(lambda x: jnp.asarray(A) @ x, n, k=n, num_iter=n)
-        np.testing.assert_allclose(lam_all, w, atol=1e-10)
+    # Every Ritz value is an eigenvalue (span(Q) is a union of invariant subspaces) ...
+    assert np.all(np.min(np.abs(np.asarray(lam)[:, None] - w[None, :]), axis=1) < 1e-10)
+    # ... the extreme ones are found, and the Ritz vectors are eigenvectors.
+    np.testing.assert_allclose([lam[0], lam[-1]], [w[0], w[-1]], atol=1e-10)
+    np.testing.assert_allclose(A @ U, U * lam, atol=1e-10)
+
+
+def test_lanczos_breakdown_rank_two_full():
+    A = rank_two(13, 1)
+    check_against_eigh(A, k=13, num_iter=13)  # zeros with multiplicity 11 in the middle
 
 
 def test_lanczos_exact_breakdown_from_an_eigenvector():
     # A e_0 = 4 e_0 exactly: the first residual is exactly zero, a fresh direction must take over.
-    A = jnp.diag(jnp.array([4.0, 1.0, 3.0, -5.0, 2.0]))
-    v0 = jnp.array([1.0, 0.0, 0.0, 0.0, 0.0])
-    lam, U = lanczos(lambda x: A @ x, v0, k=5, num_iter=5)
+    spectrum = jnp.array([4.0, 1.0, 3.0, -5.0, 2.0, 0.0, 0.5, 1.5])
+    A = jnp.diag(spectrum)
+    v0 = jnp.zeros(8).at[0].set(1.0)
+    lam, U = lanczos_dense_v0(A, v0, 4, 8)
     assert np.all(np.isfinite(lam)) and np.all(np.isfinite(U))
-    np.testing.assert_allclose(lam, [4.0, 3.0, 2.0, 1.0, -5.0], atol=1e-12)
-    lam1, _ = lanczos(lambda x: A @ x, v0, k=1, num_iter=2)
+    np.testing.assert_allclose(lam, [4.0, 3.0, 2.0, 1.5], atol=1e-12)
+    lam1, U1 = lanczos(lambda x: A @ x, v0, k=1, num_iter=2)  # eager path
     np.testing.assert_allclose(lam1, [4.0], atol=1e-12)
+    np.testing.assert_allclose(jnp.abs(U1[:, 0]), v0, atol=1e-12)
 
 
 def test_lanczos_zero_matrix():
-    lam, U = lanczos(lambda x: 0.0 * x, 4, k=2, num_iter=4)
-    np.testing.assert_array_equal(lam, [0.0, 0.0])
+    lam, U = lanczos_dense(jnp.zeros((8, 8)), jax.random.key(0), 4, 8)
+    np.testing.assert_array_equal(lam, np.zeros(4))
     assert np.all(np.isfinite(U))
 
 
 # --------------------------------------------------------------------------- lanczos on a network
 
 
-def test_top_hessian_eigenpairs_small_mlp():
+@pytest.fixture(scope="module")
+def mlp():
+    """The 4-8-3 tanh MLP, its flat size D and its dense eigendecomposition (computed once)."""
     E, params = mlp_problem()
-    D = ravel_pytree(params)[0].size
+    lam, U = hessian_eigh(E, params)
+    return E, params, ravel_pytree(params)[0].size, lam, U
+
+
+def test_top_hessian_eigenpairs_small_mlp(mlp):
+    E, params, D, lam_dense, U_dense = mlp
     assert D == 4 * 8 + 8 + 8 * 3 + 3
-    lam_dense, U_dense = hessian_eigh(E, params)
+    assert lam_dense[-1] < 0 < lam_dense[0]  # an indefinite Hessian away from a minimum
     lam, U = top_hessian_eigenpairs(E, params, k=3, num_iter=D)
-    assert U.shape == (D, 3)
+    assert lam.shape == (3,) and U.shape == (D, 3)
     np.testing.assert_allclose(lam, lam_dense[:3], rtol=1e-8)
     for i in range(3):
         assert abs(np.dot(U[:, i], U_dense[:, i])) == pytest.approx(1.0, abs=1e-8)
-    # Fewer iterations still give the sharpness to high accuracy on this network.
-    lam30, _ = top_hessian_eigenpairs(E, params, k=3, num_iter=30)
-    np.testing.assert_allclose(lam30[0], lam_dense[0], rtol=1e-8)
     # Eigenvectors unravel into pytrees like params, and satisfy H u = lambda u.
     _, unravel = ravel_pytree(params)
-    u0 = unravel(U[:, 0])
-    Hu0 = hvp(E, params, u0)
+    Hu0 = hvp(E, params, unravel(U[:, 0]))
     np.testing.assert_allclose(ravel_pytree(Hu0)[0], lam[0] * U[:, 0], atol=1e-9 * abs(lam[0]))
 
 
-def test_top_hessian_eigenpairs_warm_start_and_cap():
-    E, params = mlp_problem(seed=1)
-    lam_dense, _ = hessian_eigh(E, params)
-    lam, U = top_hessian_eigenpairs(E, params, k=1, num_iter=30)
-    lam_warm, _ = top_hessian_eigenpairs(E, params, k=1, num_iter=5, v0=U[:, 0])
+def test_top_hessian_eigenpairs_fewer_iterations_and_warm_start(mlp):
+    E, params, D, lam_dense, _ = mlp
+    # num_iter = 20 < D = 67 still gives the sharpness to high accuracy on this network ...
+    lam, U = top_hessian_eigenpairs(E, params, k=1, num_iter=20)
+    np.testing.assert_allclose(lam, lam_dense[:1], rtol=1e-8)
+    # ... and a warm start from that Ritz vector needs only a few iterations.
+    lam_warm, _ = top_hessian_eigenpairs(E, params, k=1, num_iter=3, v0=U[:, 0])
     np.testing.assert_allclose(lam_warm, lam_dense[:1], rtol=1e-10)
-    # num_iter larger than D is capped at D: a 2-parameter problem works with the default.
-    lam2, _ = top_hessian_eigenpairs(lambda t: t[0] ** 2 + 3 * t[1] ** 2 + t[0] * t[1], jnp.zeros(2), k=2)
-    np.testing.assert_allclose(lam2, np.linalg.eigvalsh([[2.0, 1.0], [1.0, 6.0]])[::-1], atol=1e-12)
 
 
-def test_float32_params_give_float32_results():
-    E, params = mlp_problem(seed=2)
-    params32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), params)
-    lam64 = hessian_eigh(E, params)[0][0]
-    for method in spectral.SHARPNESS_METHODS:
-        s = sharpness(E, params32, method=method, **({"num_iter": 500} if method == "power" else {}))
-        assert s.dtype == jnp.float32, method
-        np.testing.assert_allclose(s, lam64, rtol=1e-3)
-    assert hessian(E, params32).dtype == jnp.float32
-    assert ravel_pytree(hvp(E, params32, params))[0].dtype == jnp.float32  # v cast to params' dtype
+def test_top_hessian_eigenpairs_caps_num_iter_at_D():
+    # The default num_iter = 20 exceeds D = 2: it is capped, and Lanczos is exact.
+    lam, _ = top_hessian_eigenpairs(lambda t: t[0] ** 2 + 3 * t[1] ** 2 + t[0] * t[1], jnp.zeros(2), k=2)
+    np.testing.assert_allclose(lam, np.linalg.eigvalsh([[2.0, 1.0], [1.0, 6.0]])[::-1], atol=1e-12)
 
 
-def test_lanczos_and_sharpness_under_jit():
-    E, params = mlp_problem(seed=3)
-    expected = hessian_eigh(E, params)[0][0]
+def test_sharpness_under_jit(mlp):
+    E, params, _, lam_dense, _ = mlp
     s = jax.jit(lambda p: sharpness(E, p))(params)
-    np.testing.assert_allclose(s, expected, rtol=1e-8)
-    s_pow = jax.jit(lambda p: sharpness(E, p, method="power", num_iter=2000))(params)
-    np.testing.assert_allclose(s_pow, expected, rtol=1e-6)
-    A = jnp.asarray(random_symmetric(np.random.default_rng(0), 8))
-    lam = jax.jit(lambda M: lanczos(lambda x: M @ x, 8, k=2, num_iter=8)[0])(A)
-    np.testing.assert_allclose(lam, np.linalg.eigvalsh(np.asarray(A))[::-1][:2], atol=1e-12)
+    np.testing.assert_allclose(s, lam_dense[0], rtol=1e-8)
+    s_pow = jax.jit(lambda p: sharpness(E, p, method="power", num_iter=1000))(params)
+    np.testing.assert_allclose(s_pow, lam_dense[0], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- power iteration, sharpness
@@ -331,12 +337,17 @@ def test_sharpness_is_largest_algebraic_at_a_saddle():
         np.testing.assert_allclose(sharpness(E, theta, method=method), 1.0, rtol=1e-10, err_msg=method)
 
 
-def test_sharpness_quadratic_closed_form():
-    A = random_symmetric(np.random.default_rng(9), 7, spectrum=[7.5, 3, 2, 1, 0.5, 0.1, 0.0])
-    E = lambda t: 0.5 * t @ jnp.asarray(A) @ t
-    theta = jnp.ones(7)
+def test_float32_params_give_float32_results():
+    params = {"x": jnp.array([0.3, -0.2, 0.5, 1.0]), "y": jnp.array([0.7, 0.1])}
+    params32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), params)
+    expected = sharpness(quartic_psd, params, method="dense")
     for method in spectral.SHARPNESS_METHODS:
-        np.testing.assert_allclose(sharpness(E, theta, method=method), 7.5, rtol=1e-10, err_msg=method)
+        s = sharpness(quartic_psd, params32, method=method)
+        assert s.dtype == jnp.float32, method
+        np.testing.assert_allclose(s, expected, rtol=1e-5, err_msg=method)
+    assert hessian(quartic_psd, params32).dtype == jnp.float32
+    assert top_hessian_eigenpairs(quartic_psd, params32, k=2)[1].dtype == jnp.float32
+    assert ravel_pytree(hvp(quartic_psd, params32, params))[0].dtype == jnp.float32  # v cast to params' dtype
 
 
 # --------------------------------------------------------------------------- bad input

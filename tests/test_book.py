@@ -1,0 +1,70 @@
+"""The book builds strictly, and the strict gate really fails on a broken cell or a warning."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import dev  # noqa: E402
+
+pytestmark = pytest.mark.book
+
+CHAPTERS = [line.split("file:")[1].strip() for line in (ROOT / "_toc.yml").read_text().splitlines()
+            if "file:" in line]
+
+
+def test_toc_lists_every_chapter_in_book_folder():
+    listed = {Path(c).stem for c in CHAPTERS} | {"00_preface"}
+    on_disk = {p.stem for p in (ROOT / "book").glob("*.md")}
+    assert on_disk == listed, f"chapters not in _toc.yml or missing: {on_disk ^ listed}"
+
+
+def test_book_builds_strictly():
+    """`python3 dev.py book`: every chapter executed, -W -n --keep-going, into _build/html."""
+    assert dev.build_book() == 0, "the book build failed: see the log above"
+    html = ROOT / "_build" / "html"
+    for chapter in ["book/00_preface", *CHAPTERS]:
+        page = html / f"{chapter}.html"
+        assert page.exists(), f"{page} was not built"
+    assert "Traceback" not in (html / "book/03_principal_flow.html").read_text()
+
+
+def _mini_book(tmp_path: Path, body: str) -> Path:
+    """A one-page book that uses the project's real _config.yml (so it tests the real gate)."""
+    (tmp_path / "book").mkdir()
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    (tmp_path / "references.bib").write_text((ROOT / "references.bib").read_text())
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
+    header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+              "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n")
+    (tmp_path / "book" / "page.md").write_text(header + "# A page\n\n" + body)
+    return tmp_path
+
+
+def _build(book: Path) -> subprocess.CompletedProcess:
+    cmd = [str(dev.BIN / "jupyter-book"), "build", str(book), "--path-output", str(book),
+           "--config", str(book / "_config.yml"), "--toc", str(book / "_toc.yml"), "-W", "-n", "--keep-going"]
+    return subprocess.run(cmd, cwd=book, env=dev._env(), capture_output=True, text=True, timeout=600)
+
+
+def test_gate_fails_on_a_broken_cell(tmp_path):
+    book = _mini_book(tmp_path, "```{code-cell} ipython3\n1 / 0\n```\n")
+    result = _build(book)
+    assert result.returncode != 0
+    assert "ZeroDivisionError" in result.stdout + result.stderr
+
+
+def test_gate_fails_on_a_warning(tmp_path):
+    book = _mini_book(tmp_path, "See {ref}`no-such-label`.\n\n```{code-cell} ipython3\n1 + 1\n```\n")
+    result = _build(book)
+    assert result.returncode != 0
+    assert "no-such-label" in result.stdout + result.stderr
+
+
+def test_gate_passes_a_good_page(tmp_path):
+    book = _mini_book(tmp_path, "```{code-cell} ipython3\nprint(1 + 1)\n```\n")
+    result = _build(book)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
