@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import venv
@@ -56,7 +57,6 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(VENV)
-    env.setdefault("MPLBACKEND", "Agg")
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env
@@ -71,8 +71,38 @@ def build_book(extra: list[str] | None = None) -> int:
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 
 
+def lint_chapter(path: Path) -> list[str]:
+    """Problems the strict build would report that executing alone would not catch.
+
+    A ``{code-cell}`` nested inside a ``{solution}`` or ``{exercise}`` directive is not executed
+    and fails the build; sphinx-exercise's gated form takes code cells between its two halves:
+    ``:::{solution-start} label`` / ``:class: dropdown`` / ``:::`` ... cells ... ``:::{solution-end}`` / ``:::``.
+    """
+    problems, stack = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        opening = re.match(r"^(:{3,}|`{3,})\{([\w-]+)\}", stripped)
+        if opening:
+            fence, name = opening.groups()
+            if name == "code-cell" and any(n in ("solution", "exercise") for _, n in stack):
+                problems.append(
+                    f"{path}:{number}: a code-cell nested in a {{{stack[-1][1]}}} directive is not executed "
+                    "and fails the strict build; use the gated form {solution-start}/{solution-end} "
+                    "(or {exercise-start}/{exercise-end}) with the code cells between them.")
+            if name != "code-cell":
+                stack.append((fence, name))
+            continue
+        if stack and re.fullmatch(re.escape(stack[-1][0][0]) + "{%d,}" % len(stack[-1][0]), stripped):
+            stack.pop()
+    return problems
+
+
 def check_chapter(path: str) -> int:
     """Execute one MyST chapter top to bottom in a fresh kernel (fast feedback while writing)."""
+    problems = lint_chapter(Path(path))
+    if problems:
+        print("\n".join(problems))
+        return 1
     code = (
         "import sys, jupytext, nbclient\n"
         "nb = jupytext.read(sys.argv[1])\n"

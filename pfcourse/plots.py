@@ -73,6 +73,9 @@ def legend_below(fig, axes: Sequence, ncol: int = 4):
             if lb not in labels:
                 handles.append(hd)
                 labels.append(lb)
-    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    rows = -(-len(labels) // ncol)
+    height = fig.get_size_inches()[1]
+    bottom = min(0.45, (0.3 + 0.25 * rows) / height)  # inches of legend, as a fraction of the figure
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig

@@ -246,8 +246,8 @@ def lanczos(
                 w = w - Q.T @ (Q @ w)              # against every basis vector so far
             beta[j] = norm(w)
             if beta[j] ~ 0:                        # breakdown: span(Q) is invariant under A
-                beta[j] = 0                        # T splits into blocks; carry on from
-                w = random vector orthogonalised against Q   # a fresh direction
+                beta[j] = 0                        # T splits into blocks; carry on along
+                w = e_i orthogonalised against Q   # the axis e_i least in span(Q)
             Q.append(w / norm(w))
         T = diag(alpha) + diag(beta[:-1], 1) + diag(beta[:-1], -1)
         theta, S = eigh(T)                         # ascending
@@ -266,8 +266,7 @@ def lanczos(
             start vector ``v0`` of shape ``(dim,)`` (a warm start, e.g. the previous Ritz vector).
         k: number of eigenpairs returned, ``1 <= k <= num_iter``.
         num_iter: Krylov dimension ``m``, ``k <= m <= dim``.
-        key: PRNG key for the random start and for fresh directions after a breakdown
-            (default ``jax.random.key(0)``).
+        key: PRNG key for the random start when ``dim`` is given (default ``jax.random.key(0)``).
         dtype: dtype of the vectors when ``dim`` is given (default: JAX's default float); with
             ``v0`` the dtype of ``v0`` is used.
 
@@ -285,12 +284,11 @@ def lanczos(
 
     Book: chapter 6, §Tracking sharpness.
     """
-    key = jax.random.key(0) if key is None else key
     if isinstance(dim_or_v0, (int, np.integer)) and not isinstance(dim_or_v0, bool):
         dim = int(dim_or_v0)
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
-        key, sub = jax.random.split(key)
-        v0 = jax.random.normal(sub, (dim,), dtype=dtype) if dim > 0 else None
+        key = jax.random.key(0) if key is None else key
+        v0 = jax.random.normal(key, (dim,), dtype=dtype) if dim > 0 else None
     else:
         v0 = jnp.asarray(dim_or_v0)
         if v0.ndim != 1:
@@ -317,12 +315,14 @@ def lanczos(
     alpha = jnp.zeros(m, dtype)
     beta = jnp.zeros(m, dtype)
 
-    def fresh_direction(j, Q):
-        r = jax.random.normal(jax.random.fold_in(key, j), (dim,), dtype)
-        r, _ = _orthogonalise(Q, r)
+    def fresh_direction(Q):
+        # The coordinate axis e_i least represented in span(Q) (smallest sum_r Q[r, i]^2). Its
+        # residual has squared norm >= 1 - (j + 1) / dim > 0 while Q has j + 1 < dim rows; when
+        # Q already spans R^dim (only possible at the last step) nothing is left: return zero.
+        i = jnp.argmin(jnp.sum(Q * Q, axis=0))
+        r, _ = _orthogonalise(Q, jnp.zeros(dim, dtype).at[i].set(1))
         nr = jnp.linalg.norm(r)
-        # Only when Q already spans R^dim (j + 1 = dim) is there nothing left: return zero.
-        return jnp.where(nr > eps * math.sqrt(dim), r / jnp.where(nr > 0, nr, 1), 0)
+        return jnp.where(nr > 0.5 / math.sqrt(dim), r / jnp.where(nr > 0, nr, 1), 0)
 
     def step(j, state):
         Q, alpha, beta = state
@@ -333,7 +333,7 @@ def lanczos(
         broke = b <= math.sqrt(dim) * eps * w_norm
         q_next = jax.lax.cond(
             broke,
-            lambda: fresh_direction(j, Q),
+            lambda: fresh_direction(Q),
             lambda: w / jnp.where(broke, 1, b),
         )
         alpha = alpha.at[j].set(coeffs[j])

@@ -146,6 +146,78 @@ def test_f4_scalar_form():
     assert sympy.expand(f4 - expected) == 0
 
 
+def test_f5_scalar_form():
+    r"""eq-bea-f5: f_5 = 1/5 f'^4 f + 29/120 f''f'^2 f^2 + 1/120 f''^2 f^3 - 1/360 f''' f' f^3
+    - 1/720 f^(4) f^4 (scalar). Also confirmed by the Picard test, which shares no code."""
+    f5 = S.modified_field_terms(5)[4]
+    d3, d4 = fy.diff(y, 3), fy.diff(y, 4)
+    R = sympy.Rational
+    expected = (R(1, 5) * d1**4 * fy + R(29, 120) * d2 * d1**2 * fy**2 + R(1, 120) * d2**2 * fy**3
+                - R(1, 360) * d3 * d1 * fy**3 - R(1, 720) * d4 * fy**4)
+    assert sympy.expand(f5 - expected) == 0
+
+
+def test_f3_by_matching_order_h3():
+    r"""eq-bea-f3-matching (exercise ex-bea-f3): f_3 + 1/2 (f_2' f + f' f_2) + 1/6 (f'' f^2 + f'^2 f)
+    = 0 with f_2 = -1/2 f'f, solved for f_3, equals the module's f_3."""
+    f2 = -sympy.Rational(1, 2) * d1 * fy
+    f3_unknown = sympy.Symbol("F3")
+    eq = (f3_unknown + sympy.Rational(1, 2) * (f2.diff(y) * fy + d1 * f2)
+          + sympy.Rational(1, 6) * (d2 * fy**2 + d1**2 * fy))
+    (f3,) = sympy.solve(eq, f3_unknown)
+    assert sympy.expand(f3 - S.modified_field_terms(3)[2]) == 0
+
+
+def test_igr_on_linear_fields():
+    """Exercise ex-bea-linear and the double-well discussion: for f = −λy the IGR field is
+    −λ(1 + hλ/2) y (decays for every h); for f = +λy (negative curvature) it is λ(1 − hλ/2) y,
+    which changes sign at hλ = 2 although GD, y ↦ (1 + hλ) y, always escapes. The exact
+    modified equation of GD on E = λy²/2, y' = log(1 − hλ)/h · y, is real only for hλ < 1."""
+    lam = sympy.Symbol("lambda", positive=True)
+    igr = S.modified_field(2)
+    assert sympy.expand(S.substitute_field(igr, -lam * y) + lam * (1 + h * lam / 2) * y) == 0
+    assert sympy.expand(S.substitute_field(igr, lam * y) - lam * (1 - h * lam / 2) * y) == 0
+    exact = sympy.log(1 - h * lam) / h
+    assert exact.subs({h: sympy.Rational(1, 2), lam: 1}).is_real
+    assert exact.subs({h: 3, lam: 1}).is_real is False
+
+
+def test_double_well_y_factors():
+    """Chapter 2, §"Gradient descent, gradient flow and IGR on a 2-D loss": along y the double well
+    is κy²/2, so per step GD multiplies y by 1 − hκ, NGF by e^{−hκ}, IGR by e^{−hκ(1 + hκ/2)}."""
+    from pfcourse import flows, landscapes
+
+    kappa, hv = 2.0, 0.35
+    E = landscapes.double_well(kappa=kappa).loss
+    theta0 = jnp.array([-0.25, 0.9])
+    gd = flows.gradient_descent(E, theta0, hv, 1)[-1]
+    igr = flows.integrate(flows.igr_flow(E, hv), theta0, [0.0, hv], method="rk4")[-1]
+    ngf = flows.integrate(flows.gradient_flow(E), theta0, [0.0, hv], method="rk4")[-1]
+    x = hv * kappa
+    assert abs(float(gd[1]) - 0.9 * (1 - x)) < 1e-12
+    assert abs(float(ngf[1]) - 0.9 * np.exp(-x)) < 1e-9
+    assert abs(float(igr[1]) - 0.9 * np.exp(-x * (1 + x / 2))) < 1e-9
+
+
+def test_gd_is_explicit_euler():
+    """eq-bea-gd-euler: one GD step is θ + h f(θ) with f = −∇E (checked on the double well)."""
+    from pfcourse import flows, landscapes
+
+    E = landscapes.double_well(kappa=2.0).loss
+    theta0 = jnp.array([-0.25, 0.9])
+    f_theta = flows.gradient_flow(E)(theta0)
+    step = flows.gradient_descent(E, theta0, 0.35, 1)[-1]
+    assert float(jnp.max(jnp.abs(step - (theta0 + 0.35 * f_theta)))) < 1e-15
+
+
+def test_prime_notation():
+    """Display helper: f(y), f', f'', f''', f'''' become the symbols f, f', f'', f''', f^{(4)}."""
+    expr = S.prime_notation(S.modified_field_terms(5)[4])
+    names = {s.name for s in expr.free_symbols}
+    assert names == {"f", "f'", "f''", "f'''", "f^{(4)}"}
+    assert not expr.has(sympy.Derivative)
+
+
 def test_modified_field_is_the_truncated_sum():
     """eq-bea-modified-field: f_h = f_1 + h f_2 + … + h^{order-1} f_order."""
     terms = S.modified_field_terms(5)
@@ -173,7 +245,8 @@ def test_linear_field_closed_form(order):
     ],
 )
 def test_terms_to_order_5_against_picard_ansatz(field, params):
-    """eq-bea-flow-series, eq-bea-modified-field, eq-bea-f4, eq-bea-f5: f_1 … f_5 against an
+    """eq-bea-flow-series, eq-bea-recursion, eq-bea-modified-field, eq-bea-f2 … eq-bea-f5:
+    f_1 … f_5 against an
     independent derivation (polynomial ansatz in y, Picard iteration for the flow, linear solve)."""
     c = sympy.Symbol(params) if params else None
     fexpr = field(c)
@@ -363,18 +436,18 @@ def _fields_2d(h_):
 
 
 def test_one_step_error_orders_2d():
-    """eq-bea-igr, eq-bea-error-order, eq-bea-f3 (gradient form): on a 2-D non-quadratic loss the
+    """eq-bea-igr, eq-bea-error-order, eq-bea-third-gradient (exercise ex-bea-third, including the
+    sign of the −(h²/12)∇³E(g, g) term): on a 2-D non-quadratic loss the
     exact time-h flow of NGF / IGR / the third-order field differs from one GD step by O(h²),
     O(h³), O(h⁴) — fitted log-log slopes within ±0.3."""
     theta0 = jnp.array([0.4, -0.7])
     g0 = jax.grad(_loss_2d)(theta0)
     hs = np.array([0.0125, 0.025, 0.05])
-    errs = {name: [] for name in ("ngf", "igr", "third")}
-    for hv in hs:
-        gd = theta0 - hv * g0
-        for name, field in _fields_2d(hv).items():
-            flowed = jax.jit(lambda t0: _rk4_flow(field, t0, hv, substeps=100))(theta0)
-            errs[name].append(float(jnp.linalg.norm(flowed - gd)))
+    errs = {}
+    for name in ("ngf", "igr", "third"):
+        # one compilation per field: h is a traced argument
+        one_step = jax.jit(lambda t0, hv, name=name: _rk4_flow(_fields_2d(hv)[name], t0, hv, 100))
+        errs[name] = [float(jnp.linalg.norm(one_step(theta0, hv) - (theta0 - hv * g0))) for hv in hs]
     for name, expected in (("ngf", 2), ("igr", 3), ("third", 4)):
         slope = _fitted_slope(hs, errs[name])
         assert abs(slope - expected) < 0.3, (name, slope, errs[name])
