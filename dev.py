@@ -62,13 +62,20 @@ def _env() -> dict[str, str]:
     return env
 
 
-def build_book(extra: list[str] | None = None) -> int:
-    """Build the whole book strictly into _build/html; return the exit code."""
+def build_book(extra: list[str] | None = None, log: Path | None = None) -> int:
+    """Build the whole book strictly into _build/html; return the exit code (output also to ``log``)."""
     cmd = [str(BIN / "jupyter-book"), "build", str(ROOT), "--path-output", str(ROOT),
            "--config", str(ROOT / "_config.yml"), "--toc", str(ROOT / "_toc.yml"),
            "-W", "-n", "--keep-going", *(extra or [])]
     print("[dev] " + " ".join(cmd), flush=True)
-    return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+    if log is None:
+        return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+    with subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc, open(log, "w") as out:
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            out.write(line)
+    return proc.returncode
 
 
 def lint_chapter(path: Path) -> list[str]:

@@ -38,6 +38,28 @@ def test_book_builds_strictly():
                 f"{chapter} draws figures but its page has none (inline backend?)"
 
 
+def test_rebuild_reuses_the_execution_cache(tmp_path):
+    """After the build every chapter's code is in the execution cache, so editing one chapter's
+    prose re-executes nothing and editing its code re-executes that chapter alone; a second
+    build with nothing changed executes nothing."""
+    import jupytext
+    from jupyter_cache import get_cache
+
+    cache = get_cache(ROOT / "_build" / ".jupyter_cache")
+    for chapter in CHAPTERS:
+        nb = jupytext.read(ROOT / f"{chapter}.md")
+        if not any(c.cell_type == "code" for c in nb.cells):
+            continue
+        cache.match_cache_notebook(nb)  # raises KeyError if the chapter would be executed again
+        nb.cells.append(nb.cells[0].copy())  # a prose edit changes nothing; a code edit must miss
+        nb.cells[-1].cell_type, nb.cells[-1].source = "code", "1 + 1"
+        with pytest.raises(KeyError):
+            cache.match_cache_notebook(nb)
+    log = tmp_path / "rebuild.log"
+    assert dev.build_book(log=log) == 0
+    assert "Executing notebook" not in log.read_text(), "an unchanged chapter was executed again"
+
+
 def _mini_book(tmp_path: Path, body: str) -> Path:
     """A one-page book that uses the project's real _config.yml (so it tests the real gate)."""
     (tmp_path / "book").mkdir()

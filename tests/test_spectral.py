@@ -67,9 +67,9 @@ def mlp_problem(seed=0, sizes=(4, 8, 3), n=20):
     return E, params
 
 
-def rel_err(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300)
+# Dense references, jitted (one compile each) to keep the file fast; E is a static argument.
+hessian_jit = jax.jit(hessian, static_argnums=0)
+hessian_eigh_jit = jax.jit(hessian_eigh, static_argnums=0)
 
 
 # --------------------------------------------------------------------------- hvp and hessian
@@ -82,7 +82,7 @@ def test_hvp_matches_dense_hessian_on_pytree(seed):
     Hv = hvp(pytree_loss, params, v)
     assert jax.tree_util.tree_structure(Hv) == jax.tree_util.tree_structure(params)
     flat_v, _ = ravel_pytree(v)
-    expected = hessian(pytree_loss, params) @ flat_v
+    expected = hessian_jit(pytree_loss, params) @ flat_v
     np.testing.assert_allclose(ravel_pytree(Hv)[0], expected, rtol=0, atol=1e-10 * np.max(np.abs(expected)))
 
 
@@ -104,7 +104,7 @@ def test_hessian_symmetric_and_equals_jax_hessian_on_flat_input():
     assert H.shape == (D, D) == (8, 8)
     np.testing.assert_array_equal(H, H.T)
     flat, unravel = ravel_pytree(params)
-    H_ref = jax.hessian(lambda x: pytree_loss(unravel(x)))(flat)
+    H_ref = jax.jit(jax.hessian(lambda x: pytree_loss(unravel(x))))(flat)
     np.testing.assert_allclose(H, H_ref, rtol=0, atol=1e-12 * np.max(np.abs(H_ref)))
 
 
@@ -118,8 +118,8 @@ def test_hessian_of_quadratic_is_A(n):
 
 def test_hessian_eigh_descending_and_reconstructs():
     params = random_pytree(4)
-    lam, U = hessian_eigh(pytree_loss, params)
-    H = hessian(pytree_loss, params)
+    lam, U = hessian_eigh_jit(pytree_loss, params)
+    H = hessian_jit(pytree_loss, params)
     assert np.all(np.diff(np.asarray(lam)) <= 0)
     np.testing.assert_allclose(U @ jnp.diag(lam) @ U.T, H, atol=1e-10 * np.max(np.abs(H)))
     np.testing.assert_allclose(U.T @ U, np.eye(len(lam)), atol=1e-12)
@@ -175,7 +175,7 @@ def test_lanczos_full_krylov_is_exact_eigendecomposition():
 
 
 @settings(max_examples=15, deadline=None)
-@given(n=st.sampled_from([1, 2, 5, 13]), seed=st.integers(0, 2**31 - 1))
+@given(n=st.sampled_from([1, 4, 13]), seed=st.integers(0, 2**31 - 1))
 def test_lanczos_property_full_spectrum(n, seed):
     A = random_symmetric(np.random.default_rng(seed), n)
     check_against_eigh(A, k=n, num_iter=n, seed=seed % 997)
@@ -261,7 +261,7 @@ def test_lanczos_zero_matrix():
 def mlp():
     """The 4-8-3 tanh MLP, its flat size D and its dense eigendecomposition (computed once)."""
     E, params = mlp_problem()
-    lam, U = hessian_eigh(E, params)
+    lam, U = hessian_eigh_jit(E, params)
     return E, params, ravel_pytree(params)[0].size, lam, U
 
 
@@ -315,18 +315,20 @@ def test_power_iteration_dominant_eigenpair():
 
 
 def quartic_psd(t):
-    """Convex loss (Hessian PSD everywhere) over a dict pytree."""
+    """Convex loss over a dict pytree; its Hessian is diag(c_i + 3 x_i^2, 2, 2), c = (1, 2, 3, 4)."""
     return 0.5 * jnp.sum(jnp.arange(1.0, 5.0) * t["x"] ** 2) + 0.25 * jnp.sum(t["x"] ** 4) + jnp.sum(t["y"] ** 2)
 
 
+PSD_PARAMS = {"x": jnp.array([0.3, -0.2, 0.5, 1.0]), "y": jnp.array([0.7, 0.1])}
+PSD_SHARPNESS = 4.0 + 3.0 * 1.0**2  # the largest of 1.27, 2.12, 3.75, 7, 2, 2
+
+
 def test_sharpness_three_methods_agree_psd():
-    params = {"x": jnp.array([0.3, -0.2, 0.5, 1.0]), "y": jnp.array([0.7, 0.1])}
-    H = np.asarray(hessian(quartic_psd, params))
-    expected = np.linalg.eigvalsh(H)[-1]
-    assert np.linalg.eigvalsh(H)[0] >= 0
-    np.testing.assert_allclose(sharpness(quartic_psd, params, method="dense"), expected, rtol=1e-12)
-    np.testing.assert_allclose(sharpness(quartic_psd, params), expected, rtol=1e-10)
-    np.testing.assert_allclose(sharpness(quartic_psd, params, method="power", num_iter=500), expected, rtol=1e-8)
+    H = hessian(quartic_psd, PSD_PARAMS)
+    np.testing.assert_allclose(H, np.diag([1.27, 2.12, 3.75, 7.0, 2.0, 2.0]), atol=1e-12)
+    np.testing.assert_allclose(sharpness(quartic_psd, PSD_PARAMS, method="dense"), PSD_SHARPNESS, rtol=1e-12)
+    np.testing.assert_allclose(sharpness(quartic_psd, PSD_PARAMS), PSD_SHARPNESS, rtol=1e-10)
+    np.testing.assert_allclose(sharpness(quartic_psd, PSD_PARAMS, method="power"), PSD_SHARPNESS, rtol=1e-10)
 
 
 def test_sharpness_is_largest_algebraic_at_a_saddle():
@@ -338,14 +340,12 @@ def test_sharpness_is_largest_algebraic_at_a_saddle():
 
 
 def test_float32_params_give_float32_results():
-    params = {"x": jnp.array([0.3, -0.2, 0.5, 1.0]), "y": jnp.array([0.7, 0.1])}
-    params32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), params)
-    expected = sharpness(quartic_psd, params, method="dense")
+    params32 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32), PSD_PARAMS)
     for method in spectral.SHARPNESS_METHODS:
         s = sharpness(quartic_psd, params32, method=method)
         assert s.dtype == jnp.float32, method
-        np.testing.assert_allclose(s, expected, rtol=1e-5, err_msg=method)
-    assert ravel_pytree(hvp(quartic_psd, params32, params))[0].dtype == jnp.float32  # v cast to params' dtype
+        np.testing.assert_allclose(s, PSD_SHARPNESS, rtol=1e-5, err_msg=method)
+    assert ravel_pytree(hvp(quartic_psd, params32, PSD_PARAMS))[0].dtype == jnp.float32  # v cast to f32
 
 
 # --------------------------------------------------------------------------- bad input
@@ -386,9 +386,8 @@ def test_hvp_rejects_mismatched_v():
 
 
 def test_sharpness_rejects_unknown_method_and_nonfinite_params():
-    params = {"x": jnp.ones(4), "y": jnp.ones(2)}
     with pytest.raises(ValueError, match="lanczos.*dense.*power"):
-        sharpness(quartic_psd, params, method="arnoldi")
+        sharpness(quartic_psd, PSD_PARAMS, method="arnoldi")
     bad = {"x": jnp.array([1.0, jnp.nan, 0.0, 0.0]), "y": jnp.ones(2)}
     for method in spectral.SHARPNESS_METHODS:
         with pytest.raises(ValueError, match="non-finite"):
