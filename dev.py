@@ -8,6 +8,9 @@ Helpers for authors (not needed on a fresh machine):
 
     python3 dev.py check book/03_principal_flow.md   # execute one chapter top to bottom, no build
     python3 dev.py env                               # only set up .venv
+    python3 dev.py notebooks                         # regenerate notebooks/ (Colab) from book/ and coursework/
+    python3 dev.py book --hide-solutions             # the book without exercise solutions (a term that assigns them)
+    python3 dev.py pdf                               # the whole book as one PDF (needs xelatex and latexmk)
 
 The book is built strictly (``-W -n --keep-going``: any warning or failing cell fails the build)
 into ``_build/html``. Executed notebooks are cached in ``_build/.jupyter_cache``, so a rebuild after
@@ -122,6 +125,21 @@ def check_chapter(path: str) -> int:
                           cwd=ROOT, env=_env()).returncode
 
 
+def build_pdf(extra: list[str] | None = None) -> int:
+    """The whole book as one PDF, _build/latex/book.pdf (xelatex; reuses the execution cache)."""
+    cmd = [str(BIN / "jupyter-book"), "build", str(ROOT), "--path-output", str(ROOT),
+           "--config", str(ROOT / "_config.yml"), "--toc", str(ROOT / "_toc.yml"),
+           "--builder", "pdflatex", "--keep-going", *(extra or [])]
+    print("[dev] " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+
+
+def generate_notebooks(extra: list[str]) -> int:
+    """Regenerate notebooks/ (chapter notebooks and student assignments) from their sources."""
+    cmd = [str(PY), "-m", "pfcourse.coursework", "notebooks", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+
+
 def run_tests(extra: list[str]) -> int:
     cmd = [str(PY), "-m", "pytest", *extra]
     print("[dev] " + " ".join(cmd), flush=True)
@@ -129,13 +147,20 @@ def run_tests(extra: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"book", "test", "check", "env"}:
+    if not argv or argv[0] not in {"book", "test", "check", "env", "notebooks", "pdf"}:
         print(__doc__)
         return 2
     ensure_env()
     what, rest = argv[0], argv[1:]
     if what == "book":
+        if "--hide-solutions" in rest:       # read by pfcourse.coursework.sphinx_ext
+            rest = [a for a in rest if a != "--hide-solutions"]
+            os.environ["PFCOURSE_HIDE_SOLUTIONS"] = "1"
         return build_book(rest)
+    if what == "notebooks":
+        return generate_notebooks(rest)
+    if what == "pdf":
+        return build_pdf(rest)
     if what == "test":
         return run_tests(rest)
     if what == "check":

@@ -147,23 +147,22 @@ def sigma_squared(grad_E: PyTree, grad_S: PyTree, S, h: float, *, edge_rtol: flo
         :math:`\sigma^2 \ge 0`, a scalar.
 
     Raises:
-        EquinoxRuntimeError (also under ``jit``): on the edge with :math:`\|\nabla S\| = 0` and a
-        gradient that sharpens — then no :math:`\sigma^2` can hold :math:`S` (e.g. a quadratic with
-        :math:`h\lambda_0 \ge 2`, where GD diverges).
+        EquinoxRuntimeError (also under ``jit``): :math:`S > 2/h` with :math:`\|\nabla S\| = 0` —
+        then no motion can lower :math:`S` (e.g. a quadratic with :math:`h\lambda_0 > 2`, where GD
+        diverges).
 
     Book: chapter 8, §Deriving sigma squared (eq. ``eq-central-sigma``).
     """
     check_learning_rate(h)
     dot = _tree_dot(grad_S, grad_E)
     nrm2 = _tree_dot(grad_S, grad_S)
-    on_edge = S >= (2.0 / h) * (1.0 - edge_rtol)
-    needed = on_edge & (dot < 0)
+    needed = (S >= (2.0 / h) * (1.0 - edge_rtol)) & (dot < 0)
     sig2 = jnp.where(needed, -2.0 * dot / jnp.where(nrm2 > 0, nrm2, 1.0), 0.0)
     return eqx.error_if(
-        sig2, needed & (nrm2 == 0),
-        "sigma_squared: the sharpness is at 2/h and gradient flow would raise it, but grad S = 0, so "
-        "no oscillation can hold it there (on a quadratic the Hessian is constant and GD with "
-        "h*lambda_0 >= 2 diverges). Lower h, or use a loss whose curvature depends on theta.",
+        sig2, (S > 2.0 / h) & (nrm2 == 0),
+        "sigma_squared: the sharpness is above 2/h but grad S = 0, so no oscillation can bring it back "
+        "(on a quadratic the Hessian is constant and GD with h*lambda_0 > 2 diverges). Lower h, or use "
+        "a loss whose curvature depends on theta.",
     )
 
 
@@ -237,12 +236,14 @@ class CentralFlowRun(NamedTuple):
         loss: :math:`E(\\theta(n))`.
         sharpness: :math:`S(\\theta(n))`.
         second_eigenvalue: :math:`\\lambda_1(\\theta(n))` (``-inf`` for one parameter).
-        sigma2: :math:`\\sigma^2(\\theta(n))` by :func:`sigma_squared` (``edge_rtol`` of the run).
+        sigma2: the :math:`s` of the stabilised field at :math:`\\theta(n)` (see :func:`run_central_flow`):
+            :math:`\\sigma^2` of :func:`sigma_squared` on the edge, 0 away from it, rising from 0 to
+            :math:`\\sigma^2` within the last substep before the edge.
         predicted_loss: :math:`E + \\tfrac12\\sigma^2 S`, the predicted time average of GD's loss.
         directions: unit :math:`u_0(\\theta(n))`, flat, shape ``(steps + 1, D)``, signs kept continuous.
         residual: :math:`\\|Hu_0 - Su_0\\|`, the eigensolver's accuracy at each step.
         grad_S_norm: :math:`\\|\\nabla S\\|`.
-        h: the learning rate; ``substeps``: Euler substeps per GD step.
+        h, substeps, method: the learning rate and the integration settings.
     """
 
     params: PyTree
@@ -256,45 +257,118 @@ class CentralFlowRun(NamedTuple):
     grad_S_norm: np.ndarray
     h: float
     substeps: int
+    method: str
 
 
-@eqx.filter_jit
-def _diagnostics(E, theta, v0, h, num_iter, edge_rtol):
-    S, lam1, u = _top_eigenpairs(E, theta, v0, num_iter)
-    u = u * jnp.where(jnp.vdot(u, v0) < 0, -1.0, 1.0)  # keep the sign continuous along the run
-    loss, g = jax.value_and_grad(E)(theta)
-    dS = sharpness_gradient(E, theta, u)
+def _local_quantities(E, theta, u_tree):
+    """``(E, grad E, H u, D^3E[u, u])`` at ``theta`` in one nested forward pass (jvp over jvp over grad)."""
+    grad = jax.grad(E)
+
+    def g_and_hu(p):
+        return jax.jvp(grad, (p,), (u_tree,))
+
+    (g, hu), (_, dS) = jax.jvp(g_and_hu, (theta,), (u_tree,))
+    return g, hu, dS
+
+
+def _velocity(E, theta, u, h, kappa):
+    """The stabilised central-flow field at ``theta`` with the eigenvector ``u`` held fixed.
+
+    The sharpness is the Rayleigh quotient ``S = u^T H(theta) u`` (equal to lambda_0 when ``u`` is
+    the top eigenvector, and within O(|du|^2) of it for a nearby ``u``) and ``grad S`` its exact
+    gradient. Returns ``(velocity, parts)``.
+    """
+    u_tree = _as_tree(theta, u)
+    g, hu, dS = _local_quantities(E, theta, u_tree)
+    S = _tree_dot(u_tree, hu)
     dot, nrm2 = _tree_dot(dS, g), _tree_dot(dS, dS)
-    needed = (S >= (2.0 / h) * (1.0 - edge_rtol)) & (dot < 0)
-    s2 = jnp.where(needed, -2.0 * dot / jnp.where(nrm2 > 0, nrm2, 1.0), 0.0)
-    Hu = spectral.hvp(E, theta, _as_tree(theta, u))
-    res = jnp.linalg.norm(ravel_pytree(Hu)[0] - S * u)
-    return dict(loss=loss, S=S, lam1=lam1, u=u, sigma2=s2, residual=res, grad_S_norm=jnp.sqrt(nrm2),
-                stuck=needed & (nrm2 == 0))
+    need = 2.0 * (kappa * (S - 2.0 / h) / h - dot)
+    s = jnp.where(need > 0, need / jnp.where(nrm2 > 0, nrm2, 1.0), 0.0)
+    velocity = jax.tree_util.tree_map(lambda a, b: -h * (a + 0.5 * s * b), g, dS)
+    parts = dict(S=S, sigma2=s, grad_S_norm=jnp.sqrt(nrm2), stuck=(need > 0) & (nrm2 == 0),
+                 residual=jnp.linalg.norm(ravel_pytree(hu)[0] - S * u))
+    return velocity, parts
+
+
+def _refresh(E, theta, u, num_iter):
+    """Top eigenpairs by Lanczos warm-started at ``u``; the new ``u_0`` with its sign kept continuous."""
+    S, lam1, u_new = _top_eigenpairs(E, theta, u, num_iter)
+    return S, lam1, u_new * jnp.where(jnp.vdot(u_new, u) < 0, -1.0, 1.0)
+
+
+def _axpy(theta, a, v):
+    return jax.tree_util.tree_map(lambda p, w: p + a * w, theta, v)
+
+
+def _record(E, theta, u, h, kappa, num_iter):
+    """Lanczos at ``theta`` (warm start ``u``) and what the run records there; returns ``(u0, record)``."""
+    _, lam1, u = _refresh(E, theta, u, num_iter)
+    _, parts = _velocity(E, theta, u, h, kappa)
+    parts.update(loss=E(theta), lam1=lam1, u=u)
+    return u, parts
+
+
+def _substep(E, theta, u, h, dt, method):
+    """One substep of size ``dt`` with ``u`` already refreshed at ``theta``; returns ``(theta, stuck)``."""
+    kappa = 1.0 / dt
+    k1, p1 = _velocity(E, theta, u, h, kappa)
+    if method == "euler":
+        return _axpy(theta, dt, k1), p1["stuck"]
+    k2, p2 = _velocity(E, _axpy(theta, dt / 2, k1), u, h, kappa)
+    k3, p3 = _velocity(E, _axpy(theta, dt / 2, k2), u, h, kappa)
+    k4, p4 = _velocity(E, _axpy(theta, dt, k3), u, h, kappa)
+    incr = jax.tree_util.tree_map(lambda a, b, c, d: (a + 2 * b + 2 * c + d) / 6, k1, k2, k3, k4)
+    theta = _axpy(theta, dt, incr)
+    stuck = p1["stuck"] | p2["stuck"] | p3["stuck"] | p4["stuck"]
+    # An overshoot S > 2/h left by the step: one Newton step back onto S = 2/h along grad S.
+    u_tree = _as_tree(theta, u)
+    _, hu, dS = _local_quantities(E, theta, u_tree)
+    gap = _tree_dot(u_tree, hu) - 2.0 / h
+    nrm2 = _tree_dot(dS, dS)
+    step = jnp.where((gap > 0) & (nrm2 > 0), gap / jnp.where(nrm2 > 0, nrm2, 1.0), 0.0)
+    return _axpy(theta, -step, dS), stuck
 
 
 @eqx.filter_jit
-def _one_step(E, theta, u, h, substeps: int, num_iter: int):
-    dt = 1.0 / substeps
-    target = 2.0 / h
+def _final_record(E, theta, u, h, substeps, num_iter: int):
+    return _record(E, theta, u, h, substeps.astype(h.dtype), num_iter)[1]
 
-    def substep(carry, _):
+
+@eqx.filter_jit
+def _chunk(E, theta, u, h, n_valid, length: int, substeps, num_iter: int, method: str):
+    """Up to ``length`` GD steps of time (the first ``n_valid`` are taken, the rest skipped): at each,
+    record at theta_n, then ``substeps`` substeps. The record's Lanczos call is the first substep's
+    refresh. Returns the final state and direction, the records at the starting points and the states
+    after each step (entries past ``n_valid`` are placeholders)."""
+    dt = 1.0 / substeps.astype(h.dtype)     # h and substeps are traced: one compilation for all values
+
+    def take(theta, u):
+        u, rec = _record(E, theta, u, h, substeps.astype(h.dtype), num_iter)
+
+        def substep(i, carry):
+            theta, u, stuck = carry
+            u = jax.lax.cond(i > 0, lambda: _refresh(E, theta, u, num_iter)[2], lambda: u)
+            theta, st = _substep(E, theta, u, h, dt, method)
+            return theta, u, stuck | st
+
+        theta, u, stuck = jax.lax.fori_loop(0, substeps, substep, (theta, u, jnp.zeros((), bool)))
+        rec["stuck_step"] = stuck
+        return theta, u, rec
+
+    def skip(theta, u):
+        shapes = jax.eval_shape(take, theta, u)[2]
+        return theta, u, jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
+
+    def gd_step(carry, i):
         theta, u = carry
-        S, _, u_new = _top_eigenpairs(E, theta, u, num_iter)
-        u_new = u_new * jnp.where(jnp.vdot(u_new, u) < 0, -1.0, 1.0)
-        g = jax.grad(E)(theta)
-        dS = sharpness_gradient(E, theta, u_new)
-        dot, nrm2 = _tree_dot(dS, g), _tree_dot(dS, dS)
-        # Projected Euler: the smallest sigma^2 >= 0 for which the linearised sharpness after the
-        # substep, S - dt*h*(<dS, g> + sigma^2/2 |dS|^2), is at most 2/h.
-        need = 2.0 * ((S - target) / (dt * h) - dot)
-        s2 = jnp.where(need > 0, need / jnp.where(nrm2 > 0, nrm2, 1.0), 0.0)
-        stuck = (need > 0) & (nrm2 == 0)
-        theta = jax.tree_util.tree_map(lambda p, a, b: p - dt * h * (a + 0.5 * s2 * b), theta, g, dS)
-        return (theta, u_new), stuck
+        theta, u, rec = jax.lax.cond(i < n_valid, take, skip, theta, u)
+        return (theta, u), (rec, theta)
 
-    (theta, u), stuck = jax.lax.scan(substep, (theta, u), None, length=substeps)
-    return theta, u, jnp.any(stuck)
+    (theta, u), (recs, states) = jax.lax.scan(gd_step, (theta, u), jnp.arange(length))
+    return theta, u, recs, states
+
+
+METHODS = ("rk4", "euler")
 
 
 def run_central_flow(
@@ -303,46 +377,60 @@ def run_central_flow(
     h: float,
     steps: int,
     *,
-    substeps: int = 4,
-    num_iter: int = 20,
+    method: str = "rk4",
+    substeps: int = 2,
+    num_iter: int = 10,
     edge_rtol: float = 1e-3,
     key=None,
     progress: bool = True,
 ) -> CentralFlowRun:
     r"""Integrate the central flow (one unstable direction) for ``steps`` GD steps of time.
 
-    The flow :math:`\dot\theta = -h[\nabla E + \tfrac12\sigma^2\nabla S]` is a gradient flow
-    constrained to :math:`S \le 2/h`; :math:`\sigma^2` switches on where the constraint binds. We step
-    it with **projected Euler**, ``substeps`` steps of :math:`\delta = 1/\text{substeps}` per GD step:
+    The central flow is gradient flow constrained to :math:`S \le 2/h`: :math:`\sigma^2` switches on
+    where the constraint binds. We integrate the *stabilised* field
 
-    .. math:: \theta \leftarrow \theta - \delta h\big[\nabla E + \tfrac12 s\,\nabla S\big],\qquad
-              s = \max\!\Big(0,\ \frac{2(S - 2/h)}{\delta h\|\nabla S\|^2}
-                  - \frac{2\langle\nabla S,\nabla E\rangle}{\|\nabla S\|^2}\Big),
+    .. math:: \dot\theta = -h\big[\nabla E + \tfrac12 s\,\nabla S\big],\qquad
+              s = \max\!\Big(0,\ \frac{2\kappa(S - 2/h)/h - 2\langle\nabla S,\nabla E\rangle}{\|\nabla S\|^2}\Big),
 
-    the smallest :math:`s \ge 0` for which the linearised sharpness after the substep is at most
-    :math:`2/h`. On the edge (:math:`S = 2/h`) this is :math:`\sigma^2` of :func:`sigma_squared`;
-    a small overshoot :math:`S > 2/h` left by the curvature of :math:`S` is pulled back in the next
-    substep (no drift accumulates); a step that would cross :math:`2/h` lands on it (no event
-    location needed); and when gradient flow turns to lower :math:`S`, :math:`s = 0` and the flow
-    leaves the edge by itself. :math:`(S, u_0)` come from Lanczos (:func:`pfcourse.spectral.
-    top_hessian_eigenpairs`, ``num_iter`` Hessian-vector products) warm-started at the previous
-    :math:`u_0`, and :math:`\nabla S` from :func:`sharpness_gradient`. In plain Python::
+    for which :math:`dS/dt = -\kappa(S - 2/h)` whenever :math:`s > 0` (Baumgarte stabilisation of the
+    constraint, :math:`\kappa = 1/\delta`, :math:`\delta = 1/\text{substeps}`). On the edge
+    (:math:`S = 2/h`) :math:`s` is exactly :math:`\sigma^2` of :func:`sigma_squared`, so the exact
+    central flow solves this equation; a numerical drift off :math:`S = 2/h` decays like
+    :math:`e^{-\kappa t}` instead of accumulating; the flow arrives on the edge by itself (:math:`s`
+    turns on when, at the current rate, :math:`S` would reach :math:`2/h` within one substep: no
+    event location); and when gradient flow turns to lower :math:`S`, :math:`s = 0` and it leaves.
+
+    ``method="rk4"`` (default) takes classical Runge–Kutta steps of size :math:`\delta` on this field
+    and then, if the step overshoots (:math:`S > 2/h`), one Newton step back onto :math:`S = 2/h`
+    along :math:`\nabla S` (projection onto the constraint, as for differential-algebraic equations:
+    Hairer, Lubich & Wanner, §IV.4). ``method="euler"`` takes one evaluation per substep,
+    :math:`\theta \leftarrow \theta + \delta f(\theta)`; with :math:`\kappa = 1/\delta` that is the
+    *projected Euler* step: :math:`s` is the smallest value for which the linearised sharpness after
+    the substep is at most :math:`2/h`, so it lands on the edge. Both are first order overall, because
+    the field has a kink where :math:`s` switches on; RK4 is fourth order while the active set does not
+    change (the stable phase, and long stretches on the edge), and approaches the edge like
+    :math:`e^{-\kappa t}` instead of landing on it.
+
+    At the start of each substep :math:`u_0` is refreshed by Lanczos
+    (:func:`pfcourse.spectral.top_hessian_eigenpairs`, ``num_iter`` Hessian-vector products)
+    warm-started at the previous :math:`u_0`; within the substep :math:`u` is held fixed, the sharpness
+    is the Rayleigh quotient :math:`u^\top H(\theta)u` (equal to :math:`\lambda_0` to second order in the
+    eigenvector's drift) and :math:`\nabla S` its exact gradient, :func:`sharpness_gradient`; gradient,
+    :math:`Hu` and :math:`\nabla S` come from one nested forward pass. In plain Python (Euler)::
 
         u = random vector
         for n in range(steps):
             for _ in range(substeps):
                 S, u = lanczos(H(theta), start=u)
                 g, dS = grad E(theta), grad S(theta; u)
-                s = max(0, 2 * ((S - 2/h) / (dt*h) - dS @ g) / (dS @ dS))
+                s = max(0, 2 * (kappa * (S - 2/h) / h - dS @ g) / (dS @ dS))
                 theta = theta - dt * h * (g + s/2 * dS)
 
     Why not :func:`pfcourse.flows.integrate`: its fields are pure functions of the state, so the
-    eigensolver could not be warm-started (a cold Lanczos at each of dopri8's 13 stages), an
-    adaptive Runge–Kutta method gains no order across the switch at :math:`S = 2/h` (the field is
-    only Lipschitz there) nor at eigenvalue crossings (:math:`\nabla S` jumps), and the inequality
-    constraint would drift. Projected Euler is first order: halving :math:`\delta` halves the
-    discretisation error (tested); the stable phase alone can be integrated accurately with
-    :func:`stable_flow` and :func:`pfcourse.flows.integrate` to measure that error.
+    eigensolver could not be warm-started (a cold Lanczos at each of dopri8's stages), and an
+    adaptive controller would fight the kink at the switch. The stable phase alone can be integrated
+    with :func:`stable_flow` and :func:`pfcourse.flows.integrate`; the distance between the two before
+    the edge measures this method's discretisation error (the book prints it).
 
     Book: chapter 8, §Integrating the central flow.
 
@@ -351,25 +439,28 @@ def run_central_flow(
         theta0: the start, with :math:`S(\theta_0) \le (2/h)(1 + \text{edge\_rtol})`.
         h: the learning rate of the GD run being modelled.
         steps: number of GD steps of time to integrate (positive int).
-        substeps: Euler substeps per GD step (positive int; 4 keeps :math:`\delta h\lambda_0 \le 1/2`).
-        num_iter: Lanczos iterations per substep.
-        edge_rtol: relative tolerance of the edge for the start check and the recorded ``sigma2``.
+        method: ``"rk4"`` or ``"euler"``.
+        substeps: steps of size :math:`\delta = 1/\text{substeps}` per GD step (positive int).
+        num_iter: Lanczos iterations per substep (warm-started).
+        edge_rtol: relative tolerance of the edge for the start check and the second-eigenvalue warning.
         key: PRNG key of the first (cold) Lanczos start.
         progress: show a ``tqdm`` progress bar.
 
     Returns:
-        A :class:`CentralFlowRun` sampled at every step; it warns if a second eigenvalue reaches
+        A :class:`CentralFlowRun` sampled at every step. It warns if a second eigenvalue reaches
         the edge (two unstable directions: the one-direction model no longer applies).
 
     Raises:
-        ValueError: bad ``h``, ``steps``, ``substeps``, ``num_iter``; non-finite ``theta0``; a start
-            above the edge; the constraint binds while :math:`\nabla S = 0`.
+        ValueError: bad ``h``, ``steps``, ``substeps``, ``num_iter``, ``method``; non-finite
+            ``theta0``; a start above the edge; the constraint binds while :math:`\nabla S = 0`.
         DivergenceError: the state left the finite numbers (the message names the step).
     """
     check_learning_rate(h)
     steps = _check_positive_int(steps, "steps")
     substeps = _check_positive_int(substeps, "substeps")
     num_iter = _check_positive_int(num_iter, "num_iter")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if not 0 <= edge_rtol < 1:
         raise ValueError(f"edge_rtol must be in [0, 1), got {edge_rtol!r}.")
     check_finite(theta0, "theta0")
@@ -380,42 +471,49 @@ def run_central_flow(
     key = jax.random.key(0) if key is None else key
     u = jax.random.normal(key, flat0.shape, flat0.dtype)
     theta = theta0
-    records, states = [], [theta0]
-    edge = 2.0 / h
-    for n in tqdm(range(steps + 1), desc="central flow", disable=not progress, leave=False):
-        rec = _diagnostics(E, theta, u, h, num_iter, edge_rtol)
-        rec = {k: np.asarray(v) for k, v in rec.items()}
-        if n == 0 and rec["S"] > edge * (1 + edge_rtol):
-            raise ValueError(
-                f"run_central_flow: the start is above the edge of stability, S(theta0) = {float(rec['S']):.6g} "
-                f"> 2/h = {edge:.6g} (tolerance edge_rtol = {edge_rtol}). The central flow starts where GD is "
-                "stable: start earlier in training, or lower h below 2/S(theta0)."
-            )
-        if bool(rec["stuck"]):
-            raise ValueError(
-                f"run_central_flow: at step {n} the sharpness is at 2/h but grad S = 0, so no oscillation can "
-                "hold it there (e.g. a quadratic: constant Hessian). Lower h, or use a loss whose curvature "
-                "depends on theta."
-            )
-        records.append(rec)
-        u = jnp.asarray(rec["u"])
-        if n == steps:
-            break
-        theta, u, stuck = _one_step(E, theta, u, h, substeps, num_iter)
-        if bool(stuck):
-            raise ValueError(
-                f"run_central_flow: during step {n} the constraint S <= 2/h binds but grad S = 0; the central "
-                "flow is undefined there. Lower h, or use a loss whose curvature depends on theta."
-            )
-        if not np.all(np.isfinite(np.asarray(ravel_pytree(theta)[0]))):
-            raise DivergenceError(
-                f"run_central_flow: the state is not finite after step {n + 1} of {steps}; reduce h, or raise "
-                "substeps (each substep must keep delta*h*lambda_max < 2)."
-            )
-        states.append(theta)
+    records, states_list = [], []
+    edge, kappa = 2.0 / h, float(substeps)
+    stuck_msg = ("the sharpness is at 2/h and gradient flow would raise it, but grad S = 0, so no oscillation "
+                 "can hold it there (e.g. a quadratic: constant Hessian, where GD with h*lambda_0 > 2 diverges). "
+                 "Lower h, or use a loss whose curvature depends on theta.")
+    chunk = 20
+    done = 0
+    h_arr, sub_arr = jnp.asarray(h, flat0.dtype), jnp.asarray(substeps)
+    with tqdm(total=steps, desc="central flow", disable=not progress, leave=False) as bar:
+        while done < steps:
+            length = min(chunk, steps - done)
+            theta, u, recs, states = _chunk(E, theta, u, h_arr, jnp.asarray(length), chunk, sub_arr,
+                                            num_iter, method)
+            recs = {k: np.asarray(v)[:length] for k, v in recs.items()}
+            states = jax.tree_util.tree_map(lambda a: a[:length], states)
+            if done == 0 and recs["S"][0] > edge * (1 + edge_rtol):
+                raise ValueError(
+                    f"run_central_flow: the start is above the edge of stability, S(theta0) = "
+                    f"{float(recs['S'][0]):.6g} > 2/h = {edge:.6g} (tolerance edge_rtol = {edge_rtol}). The "
+                    "central flow starts where GD is stable: start earlier in training, or lower h below "
+                    "2/S(theta0)."
+                )
+            flat = np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(states))
+            finite = np.all(np.isfinite(flat), axis=1)
+            bad = np.flatnonzero(recs["stuck"] | recs["stuck_step"])
+            if bad.size and (finite.all() or bad[0] <= np.argmin(finite)):
+                raise ValueError(f"run_central_flow: at step {done + int(bad[0])} {stuck_msg}")
+            if not finite.all():
+                raise DivergenceError(
+                    f"run_central_flow: the state is not finite after step {done + int(np.argmin(finite)) + 1} "
+                    f"of {steps}; reduce h, or raise substeps."
+                )
+            records.append(recs)
+            states_list.append(states)
+            done += length
+            bar.update(length)
+    last = {k: np.asarray(v)[None] for k, v in _final_record(E, theta, u, h_arr, sub_arr, num_iter).items()}
+    if bool(last["stuck"][0]):
+        raise ValueError(f"run_central_flow: at step {steps} {stuck_msg}")
+    records.append(last)
 
     def col(k):
-        return np.stack([r[k] for r in records])
+        return np.concatenate([r[k] for r in records])
 
     lam1 = col("lam1")
     if np.any(lam1 >= edge * (1 - edge_rtol)):
@@ -426,11 +524,12 @@ def run_central_flow(
             "problem).", RuntimeWarning, stacklevel=2,
         )
     loss, S, s2 = col("loss"), col("S"), col("sigma2")
-    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *states)
+    stacked = jax.tree_util.tree_map(lambda first, *rest: jnp.concatenate([first[None], *rest]), theta0, *states_list)
     return CentralFlowRun(
         params=stacked, loss=loss, sharpness=S, second_eigenvalue=lam1, sigma2=s2,
         predicted_loss=np.asarray(predicted_loss(loss, s2, S)), directions=col("u"),
         residual=col("residual"), grad_S_norm=col("grad_S_norm"), h=float(h), substeps=substeps,
+        method=method,
     )
 
 

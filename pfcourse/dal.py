@@ -12,16 +12,16 @@ first-order drift exactly as long as the step. The ratio :math:`\|Hg\|/\|g\|` is
 the Hessian's eigenvalues, so it is at most :math:`\max_i|\lambda_i|`: DAL-1 holds the curvature
 *seen by the gradient* at :math:`2/h`, not the sharpness.
 
-=============================  ==========================================================  =========
-function                       computes                                                    book
-=============================  ==========================================================  =========
-:func:`drift_ratio`            :math:`\|Hg\|/\|g\|`                                          chapter 7
-:func:`finite_difference_hvp`  :math:`(\nabla E(\theta + \varepsilon v) - \nabla E(\theta))/\varepsilon`  chapter 7
-:func:`dal_learning_rate`      :math:`h_t` from ``g`` and ``Hg``                             chapter 7
-:func:`dal_learning_rate_at`   :math:`h_t` from a loss and parameters                        chapter 7
-:func:`scale_by_dal`           optax transform ``g -> h_t g`` (chain it)                    chapter 7
-:func:`dal`                    optax optimiser ``g -> -h_t g`` (GD with DAL)                chapter 7
-=============================  ==========================================================  =========
+=============================  ===============================================================  =========
+function                       computes                                                         book
+=============================  ===============================================================  =========
+:func:`drift_ratio`            :math:`r = \|Hg\|/\|g\|`                                         chapter 7
+:func:`finite_difference_hvp`  :math:`Hv` by a forward difference of gradients                  chapter 7
+:func:`dal_learning_rate`      :math:`h_t` from ``g`` and ``Hg``                                chapter 7
+:func:`dal_learning_rate_at`   :math:`h_t` from a loss and parameters                           chapter 7
+:func:`scale_by_dal`           optax transformation ``g -> h_t g`` (chain it)                   chapter 7
+:func:`dal`                    optax optimiser ``g -> -h_t g`` (gradient descent with DAL)      chapter 7
+=============================  ===============================================================  =========
 
 The rule follows the authors' public code (google-deepmind/discretisation_drift,
 ``principal_flow_instability_single_objective/dal.py``): clip to :math:`[0, h_{\max}]` with default
@@ -131,6 +131,7 @@ def _in_window(step, window) -> jax.Array:
     if window is None:
         return jnp.asarray(True)
     start, stop = window
+    step = jnp.asarray(step)
     inside = step >= start
     return inside if stop is None else inside & (step < stop)
 

@@ -41,6 +41,12 @@ __all__ = [
     "pf_coefficient",
     "principal_flow",
     "quadratic_pf_solution",
+    # chapters 4 and 5
+    "REGIMES",
+    "growth_rates",
+    "pf_corrected_flow",
+    "stability_regime",
+    "third_order_flow",
 ]
 
 
@@ -501,3 +507,167 @@ def _diffrax(vf, y0, ts, method, rtol, atol, max_steps):
             "be diverging or singular (h*lambda = 1); shorten ts, raise max_steps, or try method='rk4'."
         )
     return ys, nsteps
+
+
+# --------------------------------------------------------------------------- chapters 4 and 5
+
+
+def _holomorphic_grad(e: Callable, flat: jax.Array) -> Callable:
+    return jax.grad(e, holomorphic=True) if jnp.iscomplexobj(flat) else jax.grad(e)
+
+
+def _third_derivative_term(grad: Callable, theta: jax.Array, g: jax.Array) -> jax.Array:
+    """:math:`\\nabla^3E(\\theta)[g, g]`, the vector :math:`\\sum_{jk}\\partial_i\\partial_j\\partial_k E\\, g_j g_k`.
+
+    A forward-mode derivative of a Hessian-vector product; for complex ``theta`` the tangents are
+    complex and the result is the holomorphic third derivative.
+    """
+    return jax.jvp(lambda s: jax.jvp(grad, (s,), (g,))[1], (theta,), (g,))[1]
+
+
+def pf_corrected_flow(E: Callable[[PyTree], jax.Array], h: float, branch: Branch = "side") -> Field:
+    r"""The principal flow plus the first non-principal term of backward error analysis.
+
+    .. math:: \dot\theta = \tfrac1h\log(I - hH)H^{-1}\nabla E \;-\; \tfrac{h^2}{12}\,\nabla^3E[\nabla E, \nabla E].
+
+    Derivation of the sign: the third BEA term of explicit Euler is
+    :math:`f_3 = \tfrac13 f'f'f + \tfrac1{12} f''(f, f)`. Its first part is principal (it is in the PF);
+    with :math:`f = -\nabla E`, :math:`f'' = -\nabla^3 E` and
+    :math:`h^2\tfrac1{12}f''(f, f) = -\tfrac{h^2}{12}\nabla^3E[-\nabla E, -\nabla E] = -\tfrac{h^2}{12}\nabla^3E[\nabla E, \nabla E]`.
+    The vector :math:`\nabla^3E[g, g]` equals :math:`\nabla_\theta(g^\top H(\theta)g)` with :math:`g` held
+    fixed (the authors' notebooks write the term that way); here it is a forward-over-forward
+    derivative of a Hessian-vector product. The PF then misses BEA terms of order :math:`h^3` and
+    up only, so its error against GD over a fixed number of steps falls like :math:`h^4` instead of
+    :math:`h^3` (chapter 5 measures both).
+
+    Works for real and complex ``theta`` (holomorphic derivatives, as in :func:`principal_flow`).
+    Book: chapter 5, §How good is the PF off quadratics. Reference: Rosca et al. (TMLR 2023).
+
+    Args:
+      E: the loss, a scalar analytic function of a pytree.
+      h: the learning rate, ``h > 0``.
+      branch: the logarithm's branch for the principal part (see :func:`log_one_minus`).
+
+    Returns:
+      The field ``theta -> dtheta/dt`` (a complex pytree like ``theta``).
+    """
+    pf = principal_flow(E, h, branch)
+
+    def field(theta):
+        e, flat, unravel = _flat_loss(E, theta)
+        grad = _holomorphic_grad(e, flat)
+        correction = _third_derivative_term(grad, flat, grad(flat))
+        principal = ravel_pytree(pf(theta))[0]
+        return unravel(principal - (h**2 / 12) * correction)
+
+    return field
+
+
+def third_order_flow(E: Callable[[PyTree], jax.Array], h: float) -> Field:
+    r"""The modified equation of gradient descent truncated after the :math:`h^2` term.
+
+    .. math:: \dot\theta = -g - \tfrac h2 Hg - \tfrac{h^2}3 H^2g - \tfrac{h^2}{12}\nabla^3E[g, g], \qquad g = \nabla E,
+
+    i.e. :math:`f_1 + hf_2 + h^2f_3` with :math:`f = -\nabla E` (book: chapter 2,
+    eq. ``eq-bea-third-gradient``). Its time-:math:`h` flow matches one GD step up to :math:`O(h^4)`.
+    Only Hessian-vector products and one third-derivative contraction, no dense Hessian.
+    Works for real and complex ``theta``.
+    Book: chapter 2, exercise ``ex-bea-third``; chapter 5, §How good is the PF off quadratics.
+    """
+    check_learning_rate(h)
+
+    def field(theta):
+        e, flat, unravel = _flat_loss(E, theta)
+        grad = _holomorphic_grad(e, flat)
+        g = grad(flat)
+        Hg = jax.jvp(grad, (flat,), (g,))[1]
+        H2g = jax.jvp(grad, (flat,), (Hg,))[1]
+        d3 = _third_derivative_term(grad, flat, g)
+        return unravel(-g - (h / 2) * Hg - (h**2 / 3) * H2g - (h**2 / 12) * d3)
+
+    return field
+
+
+def growth_rates(h: float, lam) -> dict:
+    r"""Growth rates per unit time of the four models along one eigen-direction of curvature ``lam``.
+
+    On :math:`E = \tfrac\lambda2 z^2` each model gives :math:`|z(t)| = e^{rt}|z_0|` (GD at :math:`t = nh`):
+
+    .. math::
+        r_{\rm GD} = r_{\rm PF} = \frac{\operatorname{Re}\log(1 - h\lambda)}{h} = \frac{\log|1 - h\lambda|}{h},\qquad
+        r_{\rm NGF} = -\lambda,\qquad r_{\rm IGR} = -\lambda\big(1 + \tfrac{h\lambda}2\big).
+
+    For :math:`\lambda < 0` (a saddle or maximum): :math:`r_{\rm GD} = \log(1 + h|\lambda|)/h < |\lambda| = r_{\rm NGF}`
+    and :math:`r_{\rm IGR} = |\lambda|(1 - h|\lambda|/2)`, negative once :math:`h|\lambda| > 2`.
+    The per-step factor of the modulus is :math:`e^{hr}`; :math:`h\lambda = 1` gives :math:`r = -\infty`.
+    Book: chapter 4, eqs. ``eq-stab-rate`` and ``eq-stab-rates-ngf-igr``.
+
+    Args:
+      h: the learning rate, ``h > 0``.
+      lam: a curvature or an array of them.
+
+    Returns:
+      ``{"GD": r, "PF": r, "NGF": r, "IGR": r}``, NumPy arrays shaped like ``lam``.
+    """
+    check_learning_rate(h)
+    lam = np.asarray(lam, dtype=float)
+    with np.errstate(divide="ignore"):
+        r = np.log(np.abs(1.0 - h * lam)) / h
+    pf = np.asarray(log_one_minus(jnp.asarray(h * lam))).real / h
+    return {"GD": r, "PF": pf, "NGF": -lam, "IGR": -lam * (1 + h * lam / 2)}
+
+
+REGIMES = (
+    "escape (negative curvature)",
+    "flat",
+    "monotone convergence",
+    "one-step convergence",
+    "oscillating convergence",
+    "period-2 cycle",
+    "oscillating divergence",
+)
+
+
+def stability_regime(h_lambda, atol: float = 1e-12):
+    r"""Name the regime of gradient descent (and of the PF) along a direction with :math:`x = h\lambda`.
+
+    ==================  ===============================  =========================================
+    :math:`x`           regime                           GD factor :math:`1 - x` per step
+    ==================  ===============================  =========================================
+    :math:`x < 0`       escape (negative curvature)      :math:`> 1`: grows, same sign
+    :math:`x = 0`       flat                             :math:`1`
+    :math:`0 < x < 1`   monotone convergence             in :math:`(0, 1)`
+    :math:`x = 1`       one-step convergence             :math:`0`
+    :math:`1 < x < 2`   oscillating convergence          in :math:`(-1, 0)`: flips sign, shrinks
+    :math:`x = 2`       period-2 cycle                   :math:`-1`
+    :math:`x > 2`       oscillating divergence           :math:`< -1`: flips sign, grows
+    ==================  ===============================  =========================================
+
+    The boundaries are matched with tolerance ``atol``.
+    Book: chapter 4, §One direction at a time.
+
+    Args:
+      h_lambda: a real number or an array of them.
+
+    Returns:
+      One of :data:`REGIMES` (a string), or a list of them for an array.
+    """
+    arr = np.asarray(h_lambda)
+    if np.iscomplexobj(arr):
+        raise ValueError("stability_regime needs real h*lambda (eigenvalues of a real symmetric Hessian); "
+                         "pass the real part if the imaginary part is rounding noise.")
+    arr = arr.astype(float)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"h*lambda must be finite, got {h_lambda!r}.")
+
+    def one(x):
+        for edge, name in ((0.0, REGIMES[1]), (1.0, REGIMES[3]), (2.0, REGIMES[5])):
+            if abs(x - edge) <= atol:
+                return name
+        if x < 0:
+            return REGIMES[0]
+        if x < 1:
+            return REGIMES[2]
+        return REGIMES[4] if x < 2 else REGIMES[6]
+
+    return one(float(arr)) if arr.ndim == 0 else [one(float(v)) for v in arr.ravel()]

@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Landscape", "quadratic", "saddle", "double_well", "rosenbrock"]
+__all__ = ["Landscape", "quadratic", "saddle", "double_well", "rosenbrock", "local_minimum"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +140,53 @@ def rosenbrock(a: float = 1.0, b: float = 100.0) -> Landscape:
 
     return Landscape("Rosenbrock", loss, hessian, 2, (np.array([a, a * a]),),
                      np.array([-1.0, 1.5]), ((-2.0, 2.0), (-1.0, 3.0)), {"a": a, "b": b})
+
+
+def local_minimum(c: float = 0.2, kappa: float = 1.0, eps: float = 0.25) -> Landscape:
+    r"""A sharp local minimum next to a flat global one, which GD escapes at large learning rates.
+
+    .. math:: E(x, y) = \tfrac14x^4 - \tfrac c3x^3 - \tfrac12x^2 + cx + \tfrac12 y^2\big(\kappa(1 + x)^2 + \varepsilon\big),
+       \qquad 0 < c < 1,\ \kappa > 0,\ \varepsilon > 0.
+
+    Critical points: :math:`\partial_y E = y(\kappa(1 + x)^2 + \varepsilon) = 0` forces :math:`y = 0`, and
+    then :math:`\partial_x E = x^3 - cx^2 - x + c = (x^2 - 1)(x - c) = 0`. So there are exactly three:
+
+    * :math:`(1, 0)`, the **local** minimum: :math:`E = -\tfrac14 + \tfrac{2c}3`, Hessian
+      :math:`\operatorname{diag}(2(1 - c),\ 4\kappa + \varepsilon)` (sharp along :math:`y`);
+    * :math:`(-1, 0)`, the **global** minimum: :math:`E = -\tfrac14 - \tfrac{2c}3`, Hessian
+      :math:`\operatorname{diag}(2(1 + c),\ \varepsilon)` (flat along :math:`y`);
+    * :math:`(c, 0)`, a saddle: Hessian :math:`\operatorname{diag}(c^2 - 1,\ \kappa(1 + c)^2 + \varepsilon)`.
+
+    (:math:`E_{xx} = 3x^2 - 2cx - 1 + \kappa y^2`, :math:`E_{xy} = 2\kappa y(1 + x)`,
+    :math:`E_{yy} = \kappa(1 + x)^2 + \varepsilon`.) GD is linearly stable at the local minimum iff
+    :math:`h < \min(2/(2(1 - c)),\ 2/(4\kappa + \varepsilon))` and at the global one iff
+    :math:`h < \min(2/(2(1 + c)),\ 2/\varepsilon)`: with the defaults, :math:`0.47 < h < 0.83` makes the
+    local minimum unstable and the global one stable. When GD oscillates along :math:`y` near
+    :math:`x = 1`, the term :math:`\tfrac12\kappa y^2(1 + x)^2` pushes :math:`x` towards :math:`-1`,
+    where the valley is flatter: the instability itself carries GD to the flat minimum.
+    The minima are listed global first; ``params`` names them.
+    Book: chapter 5, §A minimum that GD escapes.
+    """
+    if not 0 < c < 1 or kappa <= 0 or eps <= 0:
+        raise ValueError(f"local_minimum needs 0 < c < 1, kappa > 0 and eps > 0; got c={c}, kappa={kappa}, eps={eps}.")
+
+    def loss(t):
+        x, y = t[0], t[1]
+        return x**4 / 4 - c * x**3 / 3 - x**2 / 2 + c * x + 0.5 * y**2 * (kappa * (1 + x) ** 2 + eps)
+
+    def hessian(t):
+        x, y = t[0], t[1]
+        return jnp.array([[3 * x**2 - 2 * c * x - 1 + kappa * y**2, 2 * kappa * y * (1 + x)],
+                          [2 * kappa * y * (1 + x), kappa * (1 + x) ** 2 + eps]])
+
+    glob, loc, sad = np.array([-1.0, 0.0]), np.array([1.0, 0.0]), np.array([c, 0.0])
+    params = {
+        "c": c, "kappa": kappa, "eps": eps,
+        "global_minimum": glob, "local_minimum": loc, "saddle": sad,
+        "global_value": -0.25 - 2 * c / 3, "local_value": -0.25 + 2 * c / 3,
+        "global_curvatures": np.array([2 * (1 + c), eps]),
+        "local_curvatures": np.array([2 * (1 - c), 4 * kappa + eps]),
+        "saddle_curvatures": np.array([c**2 - 1, kappa * (1 + c) ** 2 + eps]),
+    }
+    return Landscape("local minimum", loss, hessian, 2, (glob, loc), np.array([1.2, 0.3]),
+                     ((-1.8, 1.8), (-1.4, 1.4)), params)

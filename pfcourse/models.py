@@ -51,6 +51,7 @@ __all__ = [
     "cross_entropy_loss",
     "full_batch_loss",
     "init_mlp",
+    "loss_and_accuracy",
     "loss_function",
     "mlp",
     "mlp_apply",
@@ -137,8 +138,16 @@ def mlp(params: Sequence[dict], x: jax.Array, activation="tanh") -> jax.Array:
 
 
 def mlp_apply(activation="tanh") -> Apply:
-    """``apply(params, x) = mlp(params, x, activation)``, the form :func:`full_batch_loss` takes."""
+    """``apply(params, x) = mlp(params, x, activation)``, the form :func:`full_batch_loss` takes.
+
+    The same activation gives the same function object, so that compiled code keyed on it
+    (e.g. in :mod:`pfcourse.eos`) is reused."""
     _activation(activation)
+    return _mlp_apply(activation)
+
+
+@functools.lru_cache(maxsize=None)
+def _mlp_apply(activation) -> Apply:
     return functools.partial(mlp, activation=activation)
 
 
@@ -216,8 +225,9 @@ def full_batch_loss(apply: Apply, x, y, kind: str = "square", chunk_size: int | 
     :func:`pfcourse.spectral.sharpness` and friends take as they are.
 
     With ``chunk_size``, the examples are processed ``chunk_size`` at a time by ``lax.map`` (zero
-    weight on padding), which bounds the memory of the gradient and of Hessian-vector products on
-    large data sets; the value is the same sum, in a different order.
+    weight on padding), each chunk rematerialised (``jax.checkpoint``) in the backward pass, which
+    bounds the memory of gradients and Hessian-vector products on large data sets; the value is
+    the same sum, in a different order.
 
     Args:
         apply: ``apply(params, x) -> outputs``, e.g. :func:`mlp_apply`.
@@ -232,6 +242,20 @@ def full_batch_loss(apply: Apply, x, y, kind: str = "square", chunk_size: int | 
 
     Book: chapter 6, eq. ``eq-eos-square-loss``.
     """
+    f = loss_and_accuracy(apply, x, y, None, kind, chunk_size)
+    return lambda params: f(params)[0]
+
+
+def loss_and_accuracy(apply: Apply, x, y, labels=None, kind: str = "square", chunk_size: int | None = None,
+                      ) -> Callable[[PyTree], tuple[jax.Array, jax.Array]]:
+    r"""``f(params) -> (E(params), accuracy)`` over the whole data set, in one forward pass.
+
+    Like :func:`full_batch_loss` (same arguments, same chunking), and also returns the accuracy
+    against ``labels`` (default: ``argmax`` of one-hot ``y``, or ``y`` itself if it holds integers).
+    ``jax.value_and_grad(f, has_aux=True)`` gives loss, accuracy and gradient together.
+
+    Book: chapter 6, §The experiment.
+    """
     loss = loss_function(kind)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
@@ -240,24 +264,38 @@ def full_batch_loss(apply: Apply, x, y, kind: str = "square", chunk_size: int | 
         raise ValueError(f"full_batch_loss: {n} inputs but {y.shape[0]} targets.")
     if n == 0:
         raise ValueError("full_batch_loss: the data set is empty.")
-    if chunk_size is None or chunk_size >= n:
-        return lambda params: loss(apply(params, x), y)
-    if int(chunk_size) != chunk_size or chunk_size < 1:
+    if labels is None:
+        labels = y if jnp.issubdtype(y.dtype, jnp.integer) else jnp.argmax(y, axis=-1)
+    labels = jnp.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},), got {labels.shape}.")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+    if chunk_size is None or chunk_size >= n:
+        def f(params):
+            out = apply(params, x)
+            return loss(out, y), accuracy(out, labels)
+
+        return f
     chunks = -(-n // chunk_size)
     pad = chunks * chunk_size - n
-    w = jnp.concatenate([jnp.ones(n), jnp.zeros(pad)]).reshape(chunks, chunk_size)
-    xp = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]).reshape((chunks, chunk_size) + x.shape[1:])
-    yp = jnp.concatenate([y, jnp.zeros((pad,) + y.shape[1:], y.dtype)]).reshape((chunks, chunk_size) + y.shape[1:])
 
-    def per_example(out, tgt):  # the loss of each example, by vmap over single examples
-        return jax.vmap(lambda o, t: loss(o[None], t[None]))(out, tgt)
+    def split(a):
+        a = jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
+        return a.reshape((chunks, chunk_size) + a.shape[1:])
 
-    def E(params):
-        def chunk_sum(args):
-            xc, yc, wc = args
-            return jnp.sum(wc.astype(xc.dtype) * per_example(apply(params, xc), yc))
+    xp, yp, lp = split(x), split(y), split(labels)
+    w = split(jnp.ones(n, bool))
 
-        return jnp.sum(jax.lax.map(chunk_sum, (xp, yp, w))) / n
+    @jax.checkpoint
+    def chunk_sums(params, xc, yc, lc, wc):
+        out = apply(params, xc)
+        per = jax.vmap(lambda o, t: loss(o[None], t[None]))(out, yc)
+        correct = (jnp.argmax(out, axis=-1) == lc) & wc
+        return jnp.sum(jnp.where(wc, per, 0)), jnp.sum(correct)
 
-    return E
+    def f(params):
+        sums, correct = jax.lax.map(lambda a: chunk_sums(params, *a), (xp, yp, lp, w))
+        return jnp.sum(sums) / n, jnp.sum(correct) / n
+
+    return f

@@ -20,7 +20,8 @@ STYLE = {
     "PF imag": dict(color="tab:red", linestyle="--", label="PF, imaginary part"),
 }
 
-__all__ = ["STYLE", "contour", "figure", "legend_below", "time_series", "trajectory"]
+__all__ = ["STYLE", "contour", "figure", "legend_below", "time_series", "trajectory",
+           "REGIME_BANDS", "animation_html", "descent_animation", "regime_map"]
 
 
 def figure(ncols: int = 1, width: float = 4.2, height: float = 3.4, **kw):
@@ -79,3 +80,400 @@ def legend_below(fig, axes: Sequence, ncol: int = 4):
     fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig
+
+
+# --------------------------------------------------------------------------- chapter 6: edge of stability
+
+__all__ += ["eos_dashboard", "eos_animation", "eos_loss", "eos_sharpness", "rate_colors"]
+
+
+def rate_colors(hs) -> list:
+    """One colour per learning rate, from a sequential colormap (small h light, large h dark)."""
+    hs = np.atleast_1d(np.asarray(hs, float))
+    cmap = plt.get_cmap("viridis")
+    if hs.size == 1:
+        return [cmap(0.35)]
+    order = np.argsort(np.argsort(hs))
+    return [cmap(0.85 - 0.7 * o / (hs.size - 1)) for o in order]
+
+
+def eos_sharpness(ax, history, runs=None, threshold: bool = True):
+    """Sharpness :math:`\\lambda_0` against the step for each run, with :math:`2/h` dashed in the same colour."""
+    runs = range(len(history.h)) if runs is None else runs
+    colors = rate_colors(history.h)
+    for i in runs:
+        r = history.run(i)
+        ax.plot(r["eig_step"], r["sharpness"], color=colors[i], lw=1.4, label=f"$h = {r['h']:.3g}$")
+        if threshold:
+            ax.axhline(2 / r["h"], color=colors[i], ls="--", lw=0.9)
+    ax.set_xlabel("step")
+    ax.set_ylabel(r"sharpness $\lambda_0$")
+    return ax
+
+
+def eos_loss(ax, history, runs=None, log: bool = True):
+    """Train loss against the step for each run (log scale by default)."""
+    runs = range(len(history.h)) if runs is None else runs
+    colors = rate_colors(history.h)
+    for i in runs:
+        r = history.run(i)
+        ax.plot(r["step"], r["loss"], color=colors[i], lw=1.0, label=f"$h = {r['h']:.3g}$")
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("train loss")
+    return ax
+
+
+def eos_dashboard(history, run: int = 0, title: str | None = None, width: float = 9.0, height: float = 5.6,
+                  dpi: float | None = None):
+    """Four panels of one run, for the widget and the animation: sharpness against :math:`2/h`, loss,
+    the projection :math:`u_0^\\top\\nabla E`, and the PF coefficient :math:`\\alpha(h\\lambda_0)`.
+
+    Returns ``(fig, update)``; ``update(step)`` shows the run up to ``step`` (a marker at the
+    current point) and returns the artists it changed.
+    """
+    r = history.run(run)
+    h = r["h"]
+    fig, axes = plt.subplots(2, 2, figsize=(width, height), dpi=dpi)
+    (a_sharp, a_loss), (a_proj, a_pf) = axes
+    color = rate_colors([h])[0]
+    last = int(r["step"][-1])
+    for ax in axes.ravel():
+        ax.set_xlim(0, max(last, 1))
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=8)
+    lam = r["sharpness"]
+    top = np.nanmax(np.concatenate([lam, [2 / h]])) if lam.size else 2 / h
+    a_sharp.axhline(2 / h, color="0.3", ls="--", lw=1, label="$2/h$")
+    a_sharp.set_ylim(0, 1.15 * top)
+    a_sharp.set_title(r"sharpness $\lambda_0$ and $2/h$", fontsize=9)
+    finite = r["loss"][np.isfinite(r["loss"])]
+    a_loss.set_yscale("log")
+    if finite.size:
+        a_loss.set_ylim(0.7 * finite.min(), 1.4 * finite.max())
+    a_loss.set_title("train loss", fontsize=9)
+    proj = r["projection"]
+    pmax = np.nanmax(np.abs(proj)) if np.isfinite(proj).any() else 1.0
+    a_proj.set_ylim(-1.1 * pmax, 1.1 * pmax)
+    a_proj.axhline(0, color="0.85", lw=0.8)
+    a_proj.set_title(r"projection $u_0^\top\nabla E$", fontsize=9)
+    alpha = r["pf_coefficient"]
+    a_pf.axhline(0, color="0.85", lw=0.8)
+    fin = np.isfinite(alpha.real)
+    lo = min(-1.5, np.min(alpha.real[fin]) - 0.2) if fin.any() else -2
+    hi = max(np.pi / 2, np.max(alpha.imag[fin]) + 0.2) if fin.any() else 2
+    a_pf.set_ylim(lo, hi)
+    a_pf.set_title(r"PF coefficient $\alpha(h\lambda_0)$ of the top direction", fontsize=9)
+
+    l_sharp, = a_sharp.plot([], [], color=color, lw=1.4, label=r"$\lambda_0$ (Lanczos)")
+    m_sharp, = a_sharp.plot([], [], "o", color=color, ms=4)
+    l_loss, = a_loss.plot([], [], color=color, lw=1.0)
+    m_loss, = a_loss.plot([], [], "o", color=color, ms=4)
+    l_proj, = a_proj.plot([], [], color="black", lw=0.5, **(dict(marker=".", ms=2) if last <= 300 else {}))
+    l_re, = a_pf.plot([], [], **{**STYLE["PF"], "label": r"Re $\alpha$"})
+    l_im, = a_pf.plot([], [], **{**STYLE["PF imag"], "label": r"Im $\alpha$"})
+    a_sharp.legend(fontsize=7, loc="lower right")
+    a_pf.legend(fontsize=7, loc="lower left")
+    text = a_sharp.text(0.02, 0.95, "", transform=a_sharp.transAxes, fontsize=8, va="top")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+
+    def update(step: int):
+        step = int(np.clip(step, 0, last))
+        e = r["eig_step"] <= step
+        l_sharp.set_data(r["eig_step"][e], lam[e])
+        l_loss.set_data(r["step"][: step + 1], r["loss"][: step + 1])
+        l_proj.set_data(r["step"][: step + 1], proj[: step + 1])
+        l_re.set_data(r["eig_step"][e], alpha.real[e])
+        l_im.set_data(r["eig_step"][e], alpha.imag[e])
+        if e.any():
+            j = np.flatnonzero(e)[-1]
+            m_sharp.set_data([r["eig_step"][j]], [lam[j]])
+            text.set_text(f"step {step}: $h\\lambda_0$ = {h * lam[j]:.2f}, loss {r['loss'][step]:.3g}")
+        m_loss.set_data([step], [r["loss"][step]])
+        return l_sharp, m_sharp, l_loss, m_loss, l_proj, l_re, l_im, text
+
+    update(last)
+    return fig, update
+
+
+def eos_animation(history, run: int = 0, frames: int = 60, interval: int = 120, title: str | None = None,
+                  dpi: float | None = 72):
+    """A ``matplotlib.animation.FuncAnimation`` of :func:`eos_dashboard`, ``frames`` evenly spaced steps
+    (embed it in a static page with ``to_jshtml()``; keep ``frames`` small, each is an image)."""
+    from matplotlib.animation import FuncAnimation
+
+    fig, update = eos_dashboard(history, run, title=title, width=8.0, height=5.0, dpi=dpi)
+    last = int(history.stop_step[run])
+    steps = np.unique(np.linspace(0, last, max(2, int(frames))).round().astype(int))
+    anim = FuncAnimation(fig, update, frames=steps, interval=interval, blit=False)
+    plt.close(fig)
+    return anim
+
+
+# --------------------------------------------------------------------------- chapters 4 and 5
+
+#: Background colour of each band of h*lambda in :func:`regime_map`.
+REGIME_BANDS = (
+    (-np.inf, 0.0, "#fde8d4", "escape"),
+    (0.0, 1.0, "#ffffff", "monotone"),
+    (1.0, 2.0, "#e1ecf7", "flips sign,\nconverges"),
+    (2.0, np.inf, "#f7dede", "flips sign,\ndiverges"),
+)
+
+
+def regime_map(ax, markers=None, x_range=(-1.5, 3.5), signed: bool = False, labels: bool = True):
+    r"""Per-step factor of each model along one eigen-direction, against :math:`x = h\lambda`.
+
+    GD and the PF multiply the coordinate by :math:`1 - x` per step, NGF by :math:`e^{-x}` and IGR by
+    :math:`e^{-x(1 + x/2)}` (book: chapter 3, eq. ``eq-step-factors``), computed here from
+    :func:`pfcourse.flows.growth_rates` (factor :math:`= e^{hr}`) and
+    :func:`pfcourse.flows.log_one_minus`. With ``signed=False`` the modulus is drawn on a log scale
+    (above 1: the direction grows); with ``signed=True`` the signed factor (below 0: it flips sign).
+    ``markers``: values of :math:`h\lambda_i` to mark with vertical lines (e.g. at the current point).
+    Book: chapter 4, §A map of the regimes; the landscape explorer.
+    """
+    from pfcourse import flows  # presentation uses the core
+
+    lo, hi = x_range
+    xs = np.linspace(lo, hi, 801)
+    xs = xs[np.abs(xs - 1) > 1e-3]
+    rates = flows.growth_rates(1.0, xs)               # h = 1: lam = x
+    pf = np.exp(np.asarray(flows.log_one_minus(jnp.asarray(xs))))
+    curves = {
+        "PF": pf.real if signed else np.abs(pf),
+        "NGF": np.exp(rates["NGF"]),
+        "IGR": np.exp(rates["IGR"]),
+    }
+    for a, b, colour, name in REGIME_BANDS:
+        a, b = max(a, lo), min(b, hi)
+        if a < b:
+            ax.axvspan(a, b, color=colour, zorder=0, lw=0)
+            if labels:
+                ax.text((a + b) / 2, 0.97, name, transform=ax.get_xaxis_transform(), ha="center",
+                        va="top", fontsize=7, color="0.35")
+    xg = np.linspace(lo, hi, 21)
+    gd = 1 - xg if signed else np.abs(1 - xg)
+    if not signed:
+        keep = gd > 0
+        xg, gd = xg[keep], gd[keep]
+    for name in ("NGF", "IGR", "PF"):
+        ax.plot(xs, curves[name], **{**STYLE[name], "lw": 1.5})
+    ax.plot(xg, gd, **{**STYLE["GD"], "label": "GD: factor $1 - h\\lambda$"})
+    ax.axhline(1.0, color="0.4", lw=0.8)
+    if signed:
+        ax.axhline(0.0, color="0.4", lw=0.8, ls=":")
+        ax.axhline(-1.0, color="0.4", lw=0.8)
+        ax.set_ylim(-2.7, 2.7)
+        ax.set_ylabel("factor per step")
+    else:
+        ax.set_yscale("log")
+        ax.set_ylim(1e-3, 30)
+        ax.set_ylabel("|factor| per step")
+    for m in np.atleast_1d(markers if markers is not None else []):
+        ax.axvline(float(np.real(m)), color="tab:purple", lw=1.2, ls="--")
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel(r"$h\lambda$")
+    return ax
+
+
+def descent_animation(
+    loss: Callable,
+    bounds,
+    h: float,
+    gd,
+    curves: dict | None = None,
+    ts=None,
+    *,
+    series: Callable | None = None,
+    series_label: str = "",
+    frames: int = 48,
+    title: str | None = None,
+    width: float = 7.6,
+    height: float = 3.2,
+    dpi: int = 72,
+    interval: int = 150,
+    levels: int = 15,
+    log_contours: bool = False,
+):
+    r"""An animation of gradient descent hopping while continuous flows move through the landscape.
+
+    Frame :math:`k` shows time :math:`t_k` (evenly spaced over the run): every flow up to
+    :math:`t_k` (real part, a dot at its current point) and the GD iterates with :math:`nh \le t_k`
+    (the latest one larger). With ``series``, a second panel shows ``series(points)`` against
+    time for each model: real part solid, and for the PF the imaginary part dashed.
+
+    Args:
+      loss: the 2-D loss, for the contours.
+      bounds: ``((x0, x1), (y0, y1))``.
+      h: the learning rate (GD iterate ``n`` is at time ``n h``).
+      gd: GD iterates, shape ``(N + 1, 2)``.
+      curves: ``{model: points}`` with models among ``"NGF", "IGR", "PF"`` (styles of
+        :data:`STYLE`) and points of shape ``(T, 2)``, real or complex, sampled at ``ts``.
+      ts: times of the curves, shape ``(T,)``, increasing.
+      series: optional ``points (K, 2) -> values (K,)``, e.g. a projection on an eigenvector.
+      frames: number of frames; keep it at most about 60 for the book (each is a PNG).
+      dpi: resolution of each frame.
+
+    Returns:
+      A :class:`matplotlib.animation.FuncAnimation`; turn it into HTML with :func:`animation_html`.
+    Book: chapters 4 and 5 (every animation).
+    """
+    from matplotlib.animation import FuncAnimation
+
+    gd = np.asarray(gd)
+    if gd.ndim != 2 or gd.shape[1] != 2:
+        raise ValueError(f"gd must have shape (N + 1, 2), got {gd.shape}.")
+    curves = {} if curves is None else {k: np.asarray(v) for k, v in curves.items()}
+    if curves and ts is None:
+        raise ValueError("pass the times ts of the curves.")
+    ts = np.asarray(ts if ts is not None else h * np.arange(len(gd)), dtype=float)
+    for k, v in curves.items():
+        if k not in STYLE:
+            raise ValueError(f"unknown model {k!r}; use one of {list(STYLE)}.")
+        if v.shape != (ts.size, 2):
+            raise ValueError(f"curve {k!r} must have shape ({ts.size}, 2) to match ts, got {v.shape}.")
+    if not 1 <= frames <= 200:
+        raise ValueError(f"frames must be between 1 and 200 (the book embeds every frame), got {frames}.")
+    t_gd = h * np.arange(len(gd))
+    t_end = max(ts[-1], t_gd[-1])
+    times = np.linspace(0.0, t_end, frames)
+
+    fig, axes = figure(2 if series is not None else 1, width=width / 2, height=height, dpi=dpi)
+    ax = axes[0]
+    contour(ax, loss, bounds, levels=levels, resolution=100, log=log_contours)
+    ax.set_xticks([])  # tick labels are most of the drawing time of a frame
+    ax.set_yticks([])
+    artists = {}
+    for k, v in curves.items():
+        line, = ax.plot([], [], zorder=3, **{**STYLE[k], "lw": 1.4})
+        head, = ax.plot([], [], "o", color=STYLE[k]["color"], markersize=5, zorder=4)
+        artists[k] = (line, head, v.real)
+    gd_trail, = ax.plot([], [], color="0.6", lw=0.6, zorder=2)
+    gd_dots, = ax.plot([], [], **{**STYLE["GD"], "zorder": 5})
+    gd_now, = ax.plot([], [], "o", color="black", markersize=8, mfc="white", mew=2, zorder=6)
+    stamp = ax.set_title(f"t = {0:.2f}   (GD step 0, h = {h:g})", fontsize=9)  # sized for tight_layout
+
+    sax = None
+    if series is not None:
+        sax = axes[1]
+        svals = {k: np.asarray(series(v)) for k, v in curves.items()}
+        sgd = np.real(np.asarray(series(gd)))
+        finite = [np.real(s)[np.isfinite(np.real(s))] for s in svals.values()] + [sgd[np.isfinite(sgd)]]
+        if "PF" in svals:
+            finite.append(np.imag(svals["PF"]))
+        allv = np.concatenate(finite)
+        lo, hi = float(allv.min()), float(allv.max())
+        pad = 0.08 * (hi - lo if hi > lo else 1.0)
+        sax.set_xlim(0, t_end)
+        sax.set_ylim(lo - pad, hi + pad)
+        sax.axhline(0, color="0.85", lw=0.8)
+        sax.set_xlabel("time $t$")
+        sax.set_ylabel(series_label)
+        s_artists = {}
+        for k, s in svals.items():
+            re, = sax.plot([], [], **STYLE[k])
+            im = None
+            if k == "PF" and np.any(np.abs(np.imag(s)) > 0):
+                im, = sax.plot([], [], **STYLE["PF imag"])
+            s_artists[k] = (re, im, s)
+        s_gd, = sax.plot([], [], **STYLE["GD"])
+        sax.legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+
+    def update(i):
+        t = times[i]
+        upto = ts <= t + 1e-12
+        for k, (line, head, pts) in artists.items():
+            p = pts[upto]
+            line.set_data(p[:, 0], p[:, 1])
+            head.set_data(p[-1:, 0], p[-1:, 1])
+        n = int(np.sum(t_gd <= t + 1e-12))
+        gd_trail.set_data(gd[:n, 0], gd[:n, 1])
+        gd_dots.set_data(gd[:n, 0], gd[:n, 1])
+        gd_now.set_data(gd[n - 1:n, 0], gd[n - 1:n, 1])
+        stamp.set_text(f"t = {t:.2f}   (GD step {n - 1}, h = {h:g})")
+        if sax is not None:
+            for k, (re, im, s) in s_artists.items():
+                re.set_data(ts[upto], np.real(s[upto]))
+                if im is not None:
+                    im.set_data(ts[upto], np.imag(s[upto]))
+            s_gd.set_data(t_gd[:n], sgd[:n])
+        return ()
+
+    update(0)
+    anim = FuncAnimation(fig, update, frames=frames, interval=interval, blit=False)
+    anim.pfcourse_figure = fig
+    return anim
+
+
+def animation_html(anim, embed_limit_mb: float = 40.0):
+    """The animation as a self-contained HTML player (``to_jshtml``) that needs no kernel.
+
+    Renders every frame to PNG and embeds it in base64, under a size limit of
+    ``embed_limit_mb`` megabytes (matplotlib's ``animation.embed_limit``, set only while
+    rendering; a book page with a few 50-frame animations at 72 dpi stays at a few MB).
+    Closes the figure so that the notebook shows the player only.
+    Book: chapters 4 and 5.
+
+    Returns:
+      An :class:`IPython.display.HTML` object; the last expression of a cell displays it.
+    """
+    import matplotlib
+    from IPython.display import HTML
+
+    with matplotlib.rc_context({"animation.embed_limit": embed_limit_mb}):
+        html = anim.to_jshtml(default_mode="loop")
+    fig = getattr(anim, "pfcourse_figure", None) or getattr(anim, "_fig", None)
+    if fig is not None:
+        plt.close(fig)
+    return HTML(html)
+
+
+# --------------------------------------------------------------------------- chapter 7: DAL
+
+__all__ += ["seed_band"]
+
+
+def seed_band(ax, x, runs, color=None, label: str | None = None, lw: float = 1.3, alpha: float = 0.22, **kw):
+    """Several seeds of one configuration: the median as a line, the min-max range as a shaded band.
+
+    ``runs`` has shape ``(seeds, len(x))``; NaNs (a run that stopped) are ignored per point.
+    Book: chapter 7 (every curve over seeds).
+    """
+    runs = np.atleast_2d(np.asarray(runs, dtype=float))
+    x = np.asarray(x)
+    if runs.shape[-1] != x.shape[0]:
+        raise ValueError(f"runs must have shape (seeds, {x.shape[0]}) to match x, got {runs.shape}.")
+    import warnings
+
+    with warnings.catch_warnings():  # all-NaN columns give NaN, which matplotlib leaves out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mid, lo, hi = np.nanmedian(runs, 0), np.nanmin(runs, 0), np.nanmax(runs, 0)
+    line, = ax.plot(x, mid, color=color, lw=lw, label=label, **kw)
+    if runs.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=alpha, lw=0)
+    return ax
+
+
+# --------------------------------------------------------------------------- chapter 8: the central flow
+
+__all__ += ["edge_line"]
+
+STYLE.setdefault("CF", dict(color="tab:purple", linestyle="-", label="central flow"))
+STYLE.setdefault("GD average", dict(color="black", linestyle="-", linewidth=1.2, label="GD, time average"))
+STYLE.setdefault("GD line", dict(color="0.65", linestyle="-", linewidth=0.6, label="GD"))
+
+
+def edge_line(ax, h: float, scale: float = 1.0, **kw):
+    """The stability threshold :math:`2/h` (times ``scale``) as a dashed horizontal line.
+
+    Book: chapter 8 (every sharpness panel).
+    """
+    style = {"color": "0.3", "linestyle": ":", "linewidth": 1.0, "label": "$2/h$", **kw}
+    ax.axhline(scale * 2.0 / h, **style)
+    return ax

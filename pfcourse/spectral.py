@@ -9,22 +9,30 @@ flat vector ``x`` of shape ``(D,)`` turns back into a pytree with ``unravel(x)``
 Eigenvalues are always returned in **descending** order: ``λ_0`` is the largest (algebraic)
 eigenvalue of ``H = ∇²E``, the *sharpness*.
 
-=========================  ==========================================  =====================
-function                   computes                                    book
-=========================  ==========================================  =====================
-:func:`hvp`                :math:`Hv` without forming :math:`H`        chapter 3
-:func:`hessian`            dense :math:`H`, shape ``(D, D)``           chapter 3
-:func:`hessian_eigh`       all eigenpairs of :math:`H`, descending     chapter 3
-:func:`lanczos`            top-k Ritz pairs of a symmetric matvec      chapter 6
-:func:`top_hessian_eigenpairs`  top-k eigenpairs of :math:`H` by Lanczos  chapter 6
-:func:`power_iteration`    dominant eigenpair of a matvec              chapter 6
-:func:`sharpness`          :math:`\lambda_0(H)` by any of the above    chapter 6
-=========================  ==========================================  =====================
+==============================  ============================================  =========
+function                        computes                                      book
+==============================  ============================================  =========
+:func:`hvp`                     :math:`Hv` without forming :math:`H`          chapter 3
+:func:`hessian`                 dense :math:`H`, shape ``(D, D)``             chapter 3
+:func:`hessian_eigh`            all eigenpairs of :math:`H`, descending       chapter 3
+:func:`eigh_descending`         eigenpairs of a symmetric matrix, descending  chapter 3
+:func:`lanczos`                 top-k Ritz pairs of a symmetric matvec        chapter 6
+:func:`top_hessian_eigenpairs`  top-k eigenpairs of :math:`H` by Lanczos      chapter 6
+:func:`power_iteration`         dominant eigenpair of a symmetric matvec      chapter 6
+:func:`sharpness`               :math:`\lambda_0(H)` by any of the above      chapter 6
+==============================  ============================================  =========
 
-Everything here is traceable: wrap a call in :func:`jax.jit` with the loss closed over, e.g.
-``jax.jit(lambda p: sharpness(E, p))``. Input checks that need concrete values (finite
-parameters, a non-zero start vector) run only outside ``jit``. The module never changes JAX's
-global configuration: it computes in the dtype of the parameters (float32 or float64).
+Everything here is traceable and nothing is jitted inside: called eagerly, :func:`lanczos` and
+:func:`power_iteration` compile their ``lax.fori_loop`` afresh on every call (about half a
+second on a CPU). To track the sharpness during training, jit once and pass the data as
+arguments (arrays a jitted function closes over are baked into the program as constants)::
+
+    sharpness_fn = jax.jit(lambda p, X, Y: sharpness(lambda q: loss(q, X, Y), p))
+    lam0 = sharpness_fn(params, X, Y)
+
+Input checks that need concrete values (finite parameters, a non-zero start vector) run only
+outside ``jit``. The module never changes JAX's global configuration: it computes in the dtype
+of the parameters (float32 or float64).
 """
 from __future__ import annotations
 
@@ -126,7 +134,7 @@ def hvp(E: Loss, params: PyTree, v: PyTree) -> PyTree:
 
 
 def hessian(E: Loss, params: PyTree) -> jax.Array:
-    r"""Dense Hessian :math:`H_{ij} = \partial^2 E / \partial\theta_i \partial\theta_j` of the flattened parameters.
+    r"""Dense Hessian :math:`H_{ij} = \partial^2 E/\partial\theta_i\partial\theta_j` over the flattened parameters.
 
     The pytree is flattened with ``ravel_pytree`` (leaf order of ``jax.tree_util``, each leaf
     row-major), so row/column ``i`` is entry ``i`` of ``ravel_pytree(params)[0]``. The result is
@@ -173,7 +181,7 @@ def eigh_descending(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def hessian_eigh(E: Loss, params: PyTree) -> tuple[jax.Array, jax.Array]:
-    r"""All eigenpairs :math:`H u_i = \lambda_i u_i` of the dense Hessian, :math:`\lambda_0 \ge \lambda_1 \ge \dots`.
+    r"""All eigenpairs :math:`Hu_i = \lambda_i u_i` of the dense Hessian, :math:`\lambda_0 \ge \lambda_1 \ge \dots`
 
     ``eigh_descending(hessian(E, params))``. Eigenvectors live in the flattened parameter space;
     turn column ``i`` into a pytree with ``ravel_pytree(params)[1](eigenvectors[:, i])``.
@@ -245,7 +253,7 @@ def lanczos(
             for _ in range(2):                     # full reorthogonalisation, twice:
                 w = w - Q.T @ (Q @ w)              # against every basis vector so far
             beta[j] = norm(w)
-            if beta[j] ~ 0:                        # breakdown: span(Q) is invariant under A
+            if beta[j] <= sqrt(dim) * eps * norm(A @ Q[j]):  # breakdown: span(Q) is invariant
                 beta[j] = 0                        # T splits into blocks; carry on along
                 w = e_i orthogonalised against Q   # the axis e_i least in span(Q)
             Q.append(w / norm(w))
@@ -256,7 +264,10 @@ def lanczos(
     Textbook Lanczos keeps only the three-term recurrence
     :math:`\beta_j q_{j+1} = Aq_j - \alpha_j q_j - \beta_{j-1}q_{j-1}`; in floating point its basis
     loses orthogonality and Ritz values repeat ("ghosts"). Reorthogonalising against all previous
-    vectors costs :math:`O(m^2 D)` but keeps :math:`Q` orthonormal to working precision. The loop
+    vectors costs :math:`O(m^2 D)` but keeps :math:`Q` orthonormal to working precision; two
+    passes of Gram-Schmidt are enough even when the residual is tiny ("twice is enough"), so the
+    breakdown test only has to catch residuals at rounding level, where ``w / norm(w)`` would be
+    noise or a division by zero. The loop
     is a ``lax.fori_loop`` over a preallocated basis, so the whole call is jit-able (``k`` and
     ``num_iter`` fix shapes and must be Python ints).
 
@@ -379,7 +390,7 @@ def top_hessian_eigenpairs(
         ``ravel_pytree(params)[1](eigenvectors[:, i])``.
 
     Raises:
-        ValueError: if ``k > num_iter`` or ``k > D``.
+        ValueError: if ``k > num_iter`` or ``k > D``, or ``v0`` is not of shape ``(D,)``.
 
     References:
         Pearlmutter 1994 [pearlmutter1994fast]; Lanczos 1950 [lanczos1950iteration];
@@ -389,7 +400,16 @@ def top_hessian_eigenpairs(
     """
     flat, E_flat = _flat_loss(E, params)
     D = flat.shape[0]
-    _check_krylov_sizes(k, num_iter, max(num_iter, D))  # k <= num_iter, before capping
+    _check_krylov_sizes(k, num_iter, max(num_iter, D))  # k <= num_iter, before capping at D
+    if k > D:
+        raise ValueError(f"top_hessian_eigenpairs: k={k} eigenpairs asked for, but the Hessian is {D}x{D}.")
+    if v0 is not None:
+        v0 = jnp.asarray(v0, flat.dtype)
+        if v0.shape != (D,):
+            raise ValueError(
+                f"top_hessian_eigenpairs: v0 must be a flat vector of shape ({D},), got {v0.shape}; "
+                "flatten a pytree with jax.flatten_util.ravel_pytree."
+            )
     _, matvec = jax.linearize(jax.grad(E_flat), flat)
     return lanczos(matvec, D if v0 is None else v0, k, min(num_iter, D), key=key, dtype=flat.dtype)
 

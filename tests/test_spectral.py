@@ -87,7 +87,9 @@ def test_hvp_matches_dense_hessian_on_pytree(seed):
 
 
 def test_hvp_on_raw_array_and_linearity():
-    E, _ = lambda x: jnp.sum(jnp.cos(x) * x**2), None
+    def E(x):
+        return jnp.sum(jnp.cos(x) * x**2)
+
     x = jnp.linspace(-1.0, 2.0, 5)
     u, w = jnp.arange(5.0), jnp.ones(5)
     lhs = hvp(E, x, 2.0 * u - 3.0 * w)
@@ -112,7 +114,7 @@ def test_hessian_symmetric_and_equals_jax_hessian_on_flat_input():
 def test_hessian_of_quadratic_is_A(n):
     A = random_symmetric(np.random.default_rng(n), n)
     theta = jnp.asarray(np.random.default_rng(10 + n).normal(size=n))
-    H = hessian(lambda t: 0.5 * t @ A @ t, theta)
+    H = hessian_jit(lambda t: 0.5 * t @ A @ t, theta)
     np.testing.assert_allclose(H, A, rtol=0, atol=1e-12)
 
 
@@ -174,7 +176,7 @@ def test_lanczos_full_krylov_is_exact_eigendecomposition():
     np.testing.assert_allclose(A @ U, U * lam, atol=1e-10)  # Ritz pairs are eigenpairs
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(n=st.sampled_from([1, 4, 13]), seed=st.integers(0, 2**31 - 1))
 def test_lanczos_property_full_spectrum(n, seed):
     A = random_symmetric(np.random.default_rng(seed), n)
@@ -290,12 +292,6 @@ def test_top_hessian_eigenpairs_fewer_iterations_and_warm_start(mlp):
     np.testing.assert_allclose(lam_warm, lam_dense[:1], rtol=1e-10)
 
 
-def test_top_hessian_eigenpairs_caps_num_iter_at_D():
-    # The default num_iter = 20 exceeds D = 2: it is capped, and Lanczos is exact.
-    lam, _ = top_hessian_eigenpairs(lambda t: t[0] ** 2 + 3 * t[1] ** 2 + t[0] * t[1], jnp.zeros(2), k=2)
-    np.testing.assert_allclose(lam, np.linalg.eigvalsh([[2.0, 1.0], [1.0, 6.0]])[::-1], atol=1e-12)
-
-
 def test_sharpness_under_jit(mlp):
     E, params, _, lam_dense, _ = mlp
     s = jax.jit(lambda p: sharpness(E, p))(params)
@@ -333,6 +329,7 @@ def test_sharpness_three_methods_agree_psd():
 
 def test_sharpness_is_largest_algebraic_at_a_saddle():
     # H = diag(1, -10): lambda_0 = 1 although the dominant eigenvalue by modulus is -10.
+    # (D = 2 < the default num_iter = 20: Lanczos caps num_iter at D, where it is exact.)
     E = lambda t: 0.5 * t[0] ** 2 - 5.0 * t[1] ** 2
     theta = jnp.array([0.1, 0.2])
     for method in spectral.SHARPNESS_METHODS:
@@ -358,8 +355,10 @@ def test_lanczos_rejects_k_greater_than_num_iter():
         lanczos(lambda x: x, 4, k=1, num_iter=5)
     with pytest.raises(ValueError, match="k <= num_iter"):
         top_hessian_eigenpairs(quartic_psd, {"x": jnp.ones(4), "y": jnp.ones(2)}, k=4, num_iter=3)
-    with pytest.raises(ValueError, match="k <= num_iter"):
-        top_hessian_eigenpairs(lambda t: jnp.sum(t**2), jnp.ones(2), k=3)  # k > D
+    with pytest.raises(ValueError, match="k=3 eigenpairs asked for, but the Hessian is 2x2"):
+        top_hessian_eigenpairs(lambda t: jnp.sum(t**2), jnp.ones(2), k=3)
+    with pytest.raises(ValueError, match=r"shape \(2,\)"):
+        top_hessian_eigenpairs(lambda t: jnp.sum(t**2), jnp.ones(2), v0=jnp.ones(3))
     with pytest.raises(ValueError, match="Python int"):
         lanczos(lambda x: x, 4, k=1.5, num_iter=3)
 

@@ -3,3 +3,5 @@
 Presentation layer: uses the core and the experiments, never the reverse. Each widget lives in a
 module of its own and is re-exported here.
 """
+from pfcourse.widgets.explorer import landscape_explorer  # noqa: F401  (chapters 4-5)
+from pfcourse.widgets.eos_player import eos_player  # noqa: F401  (chapter 6)

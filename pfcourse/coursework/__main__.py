@@ -1,0 +1,90 @@
+"""Command line of the coursework tools: ``python -m pfcourse.coursework --help``."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pfcourse.coursework",
+        description="Colab notebooks, student assignments and the autograder of the pfcourse book.")
+    parser.add_argument("--root", default=None, help="repository root (default: the current directory)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("notebooks", help="write notebooks/ from book/*.md and coursework/*.md")
+    gen.add_argument("--hide-solutions", action="store_true", default=None,
+                     help="leave the exercise solutions out (default: PFCOURSE_HIDE_SOLUTIONS)")
+    chk = sub.add_parser("check", help="exit 1 if notebooks/ is out of sync with its sources")
+    chk.add_argument("--hide-solutions", action="store_true", default=None)
+
+    grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into one CSV")
+    grade.add_argument("submissions", help="folder of .ipynb files (searched recursively)")
+    grade.add_argument("--out", default="scores.csv", help="CSV to write (default: scores.csv)")
+    grade.add_argument("--assignment", default=None,
+                       help="coursework/NN_name.md (default: from each notebook's metadata or file name)")
+    grade.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell and per test")
+    grade.add_argument("--timeout", type=float, default=1800, help="seconds per submission in all")
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel")
+
+    one = sub.add_parser("grade-one", help="(internal: one submission, in its own process, for grade)")
+    one.add_argument("notebook")
+    one.add_argument("--out", required=True)
+    one.add_argument("--assignment", required=True)
+    one.add_argument("--cell-timeout", type=float, default=120)
+
+    run = sub.add_parser("execute", help="run notebooks top to bottom in fresh kernels (as CI does)")
+    run.add_argument("notebooks", nargs="+")
+    run.add_argument("--cell-timeout", type=float, default=900)
+
+    args = parser.parse_args(argv)
+    if args.command == "notebooks":
+        from .notebooks import generate
+
+        written = generate(args.root, hide_solutions=args.hide_solutions)
+        print("\n".join(f"wrote {p}" for p in written) or "notebooks/ is up to date")
+        return 0
+    if args.command == "check":
+        from .notebooks import check_sync
+
+        problems = check_sync(args.root, hide_solutions=args.hide_solutions)
+        if problems:
+            print("notebooks/ is out of sync with its sources; run `python -m pfcourse.coursework "
+                  "notebooks` (or `python3 dev.py notebooks`):\n  " + "\n  ".join(problems))
+            return 1
+        print("notebooks/ is in sync with book/ and coursework/")
+        return 0
+    if args.command == "grade":
+        from .grading import grade_folder, summary_table
+
+        start = time.monotonic()
+        rows = grade_folder(args.submissions, args.out, root=args.root, assignment=args.assignment,
+                            cell_timeout=args.cell_timeout, timeout=args.timeout, jobs=args.jobs)
+        print(summary_table(rows))
+        print(f"wrote {args.out} ({len(rows)} rows) in {time.monotonic() - start:.0f} s")
+        return 0
+    if args.command == "grade-one":
+        from .grading import grade_one_to_json
+
+        grade_one_to_json(args.notebook, args.assignment, args.out, root=args.root,
+                          cell_timeout=args.cell_timeout)
+        return 0
+    if args.command == "execute":
+        from .notebooks import execute
+
+        failed = 0
+        for path in args.notebooks:
+            start = time.monotonic()
+            problems = execute(path, cell_timeout=args.cell_timeout)
+            status = "ok" if not problems else f"{len(problems)} problem(s)"
+            print(f"{path}: {status} ({time.monotonic() - start:.0f} s)")
+            for problem in problems:
+                print("  " + problem)
+            failed += bool(problems)
+        return 1 if failed else 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

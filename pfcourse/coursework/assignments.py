@@ -1,0 +1,251 @@
+"""Assignments: one instructor source per chapter, from which the student notebook and the tests come.
+
+An assignment is ``coursework/NN_name.md``, a MyST notebook that belongs to the chapter
+``book/NN_name.md``. Its cells say what they are:
+
+- a Markdown cell with metadata ``{"question": "<exercise label>", "points": P}`` (MyST:
+  ``+++ {"question": "ex-gd-implement", "points": 2}``) opens a question. The exercise's statement is
+  taken from the chapter, so book and assignment never disagree; the cell's own text adds the
+  contract (the function to write);
+- code cells tagged ``setup`` (imports, shared data), ``answer`` (the instructor's solution, with the
+  solution between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` inside a function), ``public-tests``
+  (checks the student sees and runs) and ``hidden-tests`` (checks only the grader runs);
+- other Markdown cells are kept as they are.
+
+The student version replaces every solution by ``raise NotImplementedError(...)`` (the function's
+signature and docstring stay) and drops the hidden tests. The grader
+(:mod:`pfcourse.coursework.grading`) reads the tests from the same source.
+
+Book: all chapters (``notebooks/assignments/NN_name.ipynb``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from . import myst
+from .notebooks import install_cell_source, new_notebook, repository_root
+
+ROLES = ("setup", "answer", "public-tests", "hidden-tests")
+BEGIN = re.compile(r"^(\s*)#\s*BEGIN SOLUTION\s*$")
+END = re.compile(r"^\s*#\s*END SOLUTION\s*$")
+QUESTION_HEADING = re.compile(r"^## Question (\d+)\b", re.M)
+PUBLIC_MARKER = "# Public checks for Question"
+
+
+class AssignmentError(ValueError):
+    """An assignment source that does not follow the format (the message says what to change)."""
+
+
+@dataclass
+class Question:
+    label: str
+    number: int
+    points: float
+    prompt: str = ""
+    answers: list[str] = field(default_factory=list)
+    public_tests: list[str] = field(default_factory=list)
+    hidden_tests: list[str] = field(default_factory=list)
+
+    def stubs(self) -> list[str]:
+        return [stub_solution(source, self.number) for source in self.answers]
+
+
+@dataclass
+class Assignment:
+    name: str
+    path: Path
+    chapter: Path
+    title: str
+    cells: list[tuple[str, object]]          # ("markdown", text) | (role, source) | ("question", Question)
+    questions: list[Question]
+
+    @property
+    def setup(self) -> list[str]:
+        return [source for role, source in self.cells if role == "setup"]
+
+    @property
+    def max_points(self) -> float:
+        return sum(q.points for q in self.questions)
+
+    def question(self, label: str) -> Question:
+        for q in self.questions:
+            if q.label == label:
+                return q
+        raise KeyError(label)
+
+    def student_notebook(self, index: myst.BookIndex, *, solutions: bool = False) -> nbformat.NotebookNode:
+        """The notebook students open (``solutions=True``: the same with the instructor's answers)."""
+        ctx = myst.PageContext(index, f"coursework/{self.name}")
+        chapter_ctx = myst.PageContext(index, f"book/{self.chapter.stem}")
+        cells = [nbformat.v4.new_code_cell(install_cell_source(), metadata={"pfcourse": {"role": "install"}})]
+        locked = {"editable": False, "deletable": False}
+        current: Question | None = None
+        for role, payload in self.cells:
+            if role == "markdown":
+                cells.append(nbformat.v4.new_markdown_cell(myst.convert_markdown(payload, ctx)))
+            elif role == "question":
+                current = payload
+                target = index.targets.get(current.label)
+                exercise = f"Exercise {target.number}" if target else current.label
+                statement = myst.exercise_statement(self.chapter, current.label, chapter_ctx)
+                points = f"{current.points:g} point" + ("" if current.points == 1 else "s")
+                text = "\n\n".join(part for part in [
+                    f"## Question {current.number} · {exercise} ({points})",
+                    "\n".join(myst._quote(statement.splitlines())),
+                    myst.convert_markdown(current.prompt, ctx)] if part.strip())
+                cells.append(nbformat.v4.new_markdown_cell(
+                    text, metadata={"pfcourse": {"role": "question", "question": current.label}}))
+            elif role == "setup":
+                cells.append(nbformat.v4.new_code_cell(
+                    payload, metadata={**locked, "pfcourse": {"role": "setup"}}))
+            elif role == "answer":
+                source = payload if solutions else stub_solution(payload, current.number)
+                cells.append(nbformat.v4.new_code_cell(
+                    source, metadata={"pfcourse": {"role": "answer", "question": current.label}}))
+            elif role == "public-tests":
+                cells.append(nbformat.v4.new_code_cell(
+                    public_check_source(payload, current), metadata={
+                        **locked, "pfcourse": {"role": "public-tests", "question": current.label}}))
+        cells.append(nbformat.v4.new_markdown_cell(
+            "## Handing in\n\nRun every cell from the top (*Runtime → Restart and run all* in Colab), "
+            "then download the notebook (*File → Download → Download .ipynb*) and hand in that file. "
+            "The grader runs your notebook in a fresh kernel with a time limit per cell, then the "
+            "public checks above and hidden tests; each question scores all or nothing, and a question "
+            "whose cell crashes or runs too long scores zero without affecting the others."))
+        prefix = f"{self.name}-{'solution' if solutions else 'student'}"
+        for number, cell in enumerate(cells):
+            cell["id"] = f"{prefix}-{number:03d}"
+        return new_notebook(cells, {"pfcourse": {
+            "assignment": self.name, "source": f"coursework/{self.path.name}",
+            "generated_by": "python -m pfcourse.coursework notebooks"}})
+
+
+def public_check_source(code: str, question: Question) -> str:
+    return (f"{PUBLIC_MARKER} {question.number} ({question.label}): run this cell to test your answer.\n"
+            f"{code.rstrip()}\n"
+            f"print(\"Question {question.number}: the public checks pass (the grader also runs hidden tests).\")")
+
+
+def stub_solution(source: str, number: int) -> str:
+    """Replace each ``# BEGIN SOLUTION`` ... ``# END SOLUTION`` block by a stub that raises."""
+    out, inside = [], False
+    for line in source.splitlines():
+        begin = BEGIN.match(line)
+        if begin:
+            indent = begin.group(1)
+            out.append(f"{indent}# YOUR CODE HERE (replace the next line)")
+            out.append(f"{indent}raise NotImplementedError(\"Question {number}: write your answer here\")")
+            inside = True
+        elif END.match(line):
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out)
+
+
+def solution_lines(source: str) -> list[str]:
+    """The stripped code lines between the solution markers of an answer cell."""
+    lines, inside = [], False
+    for line in source.splitlines():
+        if BEGIN.match(line):
+            inside = True
+        elif END.match(line):
+            inside = False
+        elif inside and line.strip() and not line.strip().startswith("#"):
+            lines.append(line.strip())
+    return lines
+
+
+def assignment_sources(root: str | Path | None = None) -> list[Path]:
+    """``coursework/NN_name.md`` files (one per chapter that has an assignment)."""
+    root = repository_root(root)
+    return sorted(p for p in (root / "coursework").glob("*.md") if re.match(r"^\d+_", p.name))
+
+
+def load_assignment(path: str | Path, root: str | Path | None = None) -> Assignment:
+    """Parse and validate an assignment source; raise :class:`AssignmentError` with what to fix."""
+    import jupytext
+
+    path = Path(path).resolve()
+    root = repository_root(root) if root is not None else _root_of(path)
+    chapter = root / "book" / f"{path.stem}.md"
+    if not chapter.exists():
+        raise AssignmentError(f"{path}: no chapter book/{path.stem}.md; an assignment is named after its chapter.")
+    nb = jupytext.read(path)
+    labels = myst.exercise_labels(chapter)
+    cells: list[tuple[str, object]] = []
+    questions: list[Question] = []
+    title = ""
+    current: Question | None = None
+    for number, cell in enumerate(nb.cells):
+        where = f"{path.name}, cell {number}"
+        if cell.cell_type == "markdown":
+            label = cell.metadata.get("question")
+            if label is None:
+                if current is not None:
+                    raise AssignmentError(f"{where}: Markdown between the cells of question {current.label}; "
+                                          "put it in the question's own cell.")
+                cells.append(("markdown", cell.source))
+                heading = re.search(r"^# (.+)$", cell.source, re.M)
+                title = title or (heading.group(1).strip() if heading else "")
+                continue
+            if label not in labels:
+                raise AssignmentError(f"{where}: question {label!r} is not an exercise of {chapter.name} "
+                                      f"(its exercises: {', '.join(labels) or 'none'}).")
+            if any(q.label == label for q in questions):
+                raise AssignmentError(f"{where}: question {label!r} appears twice.")
+            current = Question(label=label, number=len(questions) + 1,
+                               points=float(cell.metadata.get("points", 1)), prompt=cell.source)
+            questions.append(current)
+            cells.append(("question", current))
+            continue
+        if cell.cell_type != "code":
+            continue
+        roles = [t for t in cell.metadata.get("tags", []) if t in ROLES]
+        if len(roles) != 1:
+            raise AssignmentError(f"{where}: a code cell needs exactly one of the tags {ROLES} "
+                                  f"(MyST: `:tags: [answer]`), it has {cell.metadata.get('tags', [])}.")
+        role, source = roles[0], cell.source
+        if role == "setup":
+            current = None
+        elif current is None:
+            raise AssignmentError(f"{where}: a {role} cell outside a question; open one with "
+                                  "+++ {\"question\": \"<exercise label>\"}.")
+        if role == "answer":
+            _check_markers(source, where)
+            current.answers.append(source)
+        elif role == "public-tests":
+            current.public_tests.append(source)
+        elif role == "hidden-tests":
+            current.hidden_tests.append(source)
+        cells.append((role, source))
+    for q in questions:
+        missing = [kind for kind, items in (("answer", q.answers), ("public-tests", q.public_tests),
+                                            ("hidden-tests", q.hidden_tests)) if not items]
+        if missing:
+            raise AssignmentError(f"{path.name}: question {q.label} has no {' and no '.join(missing)} cell.")
+    if not questions:
+        raise AssignmentError(f"{path.name}: no questions.")
+    return Assignment(name=path.stem, path=path, chapter=chapter, title=title or path.stem,
+                      cells=cells, questions=questions)
+
+
+def _root_of(path: Path) -> Path:
+    for parent in path.parents:
+        if (parent / "book").is_dir() and (parent / "_config.yml").exists():
+            return parent
+    raise AssignmentError(f"{path} is not inside the pfcourse repository (no book/ above it).")
+
+
+def _check_markers(source: str, where: str) -> None:
+    begins = [m for m in map(BEGIN.match, source.splitlines()) if m]
+    ends = [line for line in source.splitlines() if END.match(line)]
+    if not begins or len(begins) != len(ends):
+        raise AssignmentError(f"{where}: an answer cell needs matching '# BEGIN SOLUTION' / '# END SOLUTION' lines.")
+    if any(not m.group(1) for m in begins):
+        raise AssignmentError(f"{where}: put the solution inside a function (indent '# BEGIN SOLUTION'): "
+                              "the student stub must raise NotImplementedError when called, not when the cell runs.")

@@ -1,0 +1,305 @@
+"""Coursework: exercises in every chapter, assignments, student versions and the autograder.
+
+The grading tests run the real command line (``python -m pfcourse.coursework grade``) once, on a
+folder with the instructor and student versions of every assignment and five fake submissions of
+assignment 1: correct (written differently, cell metadata stripped), wrong, crashing (kills the
+kernel), looping (ignores interrupts) and one with deleted cells.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from pfcourse.coursework import assignments, myst, notebooks
+from pfcourse.coursework.assignments import AssignmentError, load_assignment, solution_lines, stub_solution
+from pfcourse.coursework.runner import KernelSession
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = notebooks.chapter_sources(ROOT)
+SOURCES = assignments.assignment_sources(ROOT)
+PENDING = [line.split("#")[0].strip() for line in (ROOT / "coursework" / "pending.txt").read_text().splitlines()
+           if line.split("#")[0].strip()]
+CELL_TIMEOUT = 45
+
+
+# ---------------------------------------------------------------- exercises in the chapters
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_ends_with_3_to_6_exercises_each_with_a_solution(chapter):
+    labels = myst.exercise_labels(chapter)
+    assert 3 <= len(labels) <= 6, f"{chapter.name} has {len(labels)} exercises; the course asks for 3-6"
+    assert all(labels), f"{chapter.name}: every exercise needs a :label:"
+    missing = set(labels) - set(myst.solution_labels(chapter))
+    assert not missing, f"{chapter.name}: exercises without a solution: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_has_an_assignment_or_is_listed_as_pending(chapter):
+    has = (ROOT / "coursework" / chapter.name).exists()
+    assert has or chapter.stem in PENDING, (
+        f"{chapter.name} has no assignment: write coursework/{chapter.name} or list it in coursework/pending.txt")
+    assert not (has and chapter.stem in PENDING), f"{chapter.stem} has an assignment: remove it from pending.txt"
+
+
+# ---------------------------------------------------------------- assignment sources
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_assignment_source_is_valid_and_its_questions_are_chapter_exercises(source):
+    assignment = load_assignment(source, root=ROOT)
+    labels = myst.exercise_labels(assignment.chapter)
+    for q in assignment.questions:
+        assert q.label in labels
+        assert q.answers and q.public_tests and q.hidden_tests
+    assert assignment.max_points > 0
+
+
+def test_stub_keeps_the_signature_and_raises_when_called():
+    source = ('def area(r):\n    """Area of a disc."""\n    # BEGIN SOLUTION\n    import math\n'
+              '    return math.pi * r ** 2\n    # END SOLUTION\n')
+    stub = stub_solution(source, 3)
+    assert "math.pi" not in stub and "BEGIN SOLUTION" not in stub
+    assert stub.startswith('def area(r):\n    """Area of a disc."""')
+    namespace = {}
+    exec(stub, namespace)                      # the cell runs ...
+    with pytest.raises(NotImplementedError, match="Question 3"):
+        namespace["area"](1.0)                 # ... and the function raises when called
+    assert solution_lines(source) == ["import math", "return math.pi * r ** 2"]
+
+
+def _toy_repository(tmp_path: Path, assignment_body: str) -> Path:
+    (tmp_path / "book").mkdir()
+    (tmp_path / "coursework").mkdir()
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    (tmp_path / "book" / "01_toy.md").write_text(
+        "# Toy\n\n:::{exercise}\n:label: ex-toy\n\nCompute the area of a disc.\n:::\n")
+    header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+              "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n")
+    path = tmp_path / "coursework" / "01_toy.md"
+    path.write_text(header + assignment_body)
+    return path
+
+
+GOOD_QUESTION = ('+++ {"question": "ex-toy"}\n\nWrite `area(r)`.\n\n```{code-cell} ipython3\n:tags: [answer]\n'
+                 'def area(r):\n    # BEGIN SOLUTION\n    return 3.14159 * r ** 2\n    # END SOLUTION\n```\n\n'
+                 '```{code-cell} ipython3\n:tags: [public-tests]\nassert area(0) == 0\n```\n\n'
+                 '```{code-cell} ipython3\n:tags: [hidden-tests]\nassert abs(area(1) - 3.14159) < 1e-9\n```\n')
+
+
+@pytest.mark.parametrize("body, message", [
+    (GOOD_QUESTION.replace(":tags: [answer]\n", ""), "exactly one of the tags"),
+    (GOOD_QUESTION.replace("    # BEGIN SOLUTION", "# BEGIN SOLUTION"), "inside a function"),
+    (GOOD_QUESTION.replace("    # END SOLUTION\n", ""), "matching"),
+    (GOOD_QUESTION.replace('"ex-toy"', '"ex-nope"'), "not an exercise"),
+    (GOOD_QUESTION.replace(":tags: [hidden-tests]", ":tags: [public-tests]"), "no hidden-tests"),
+])
+def test_malformed_assignments_are_refused_with_what_to_fix(tmp_path, body, message):
+    path = _toy_repository(tmp_path, "# Toy assignment\n\n" + body)
+    with pytest.raises(AssignmentError, match=message):
+        load_assignment(path, root=tmp_path)
+
+
+def test_toy_assignment_is_valid(tmp_path):
+    path = _toy_repository(tmp_path, "# Toy assignment\n\n" + GOOD_QUESTION)
+    assignment = load_assignment(path, root=tmp_path)
+    assert [q.label for q in assignment.questions] == ["ex-toy"]
+
+
+# ---------------------------------------------------------------- student versions
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_student_notebook_contains_no_solution_code(source):
+    assignment = load_assignment(source, root=ROOT)
+    student = (ROOT / "notebooks" / "assignments" / f"{source.stem}.ipynb").read_text()
+    nb = nbformat.reads(student, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    # lines that also occur outside the solutions (setup, signatures, tests) are not secrets
+    public = "\n".join([*assignment.setup, *(stub_solution(s, 0) for q in assignment.questions for s in q.answers),
+                        *(t for q in assignment.questions for t in q.public_tests)])
+    secrets = [line for q in assignment.questions for s in q.answers for line in solution_lines(s)
+               if line not in public]
+    assert secrets, "the answers of this assignment have no solution lines to hide"
+    leaked = [line for line in secrets if line in code]
+    assert not leaked, f"solution code in the student notebook: {leaked}"
+    hidden = [line.strip() for q in assignment.questions for t in q.hidden_tests for line in t.splitlines()
+              if len(line.strip()) > 20 and line.strip() not in public]
+    assert not [line for line in hidden if line in code], "hidden tests in the student notebook"
+    assert "BEGIN SOLUTION" not in student and "hidden-tests" not in student
+    answers = [c for c in nb.cells if c.metadata.get("pfcourse", {}).get("role") == "answer"]
+    assert len(answers) == sum(len(q.answers) for q in assignment.questions)
+    assert all("raise NotImplementedError" in c.source for c in answers)
+
+
+# ---------------------------------------------------------------- the kernel under the grader
+
+
+def test_kernel_session_recovers_from_a_loop_and_a_crash_and_keeps_the_state():
+    with KernelSession(cell_timeout=5) as kernel:
+        assert kernel.run("x = 41").ok
+        loop = kernel.run("while True:\n    pass")
+        assert loop.status == "timeout"
+        assert kernel.restarts == 0, "an interruptible loop needs no restart"
+        stubborn = kernel.run("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass")
+        assert stubborn.status == "timeout" and kernel.restarts == 1
+        crash = kernel.run("import os\nos._exit(3)")
+        assert crash.status == "crashed" and kernel.restarts == 2
+        after = kernel.run("print(x + 1)")
+        assert after.ok and after.stdout().strip() == "42", "the state is replayed after a restart"
+        error = kernel.run("1 / 0")
+        assert error.status == "error" and error.ename == "ZeroDivisionError"
+
+
+# ---------------------------------------------------------------- grading
+
+
+def _fakes(base: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
+    """Five submissions of assignment 1, each with one thing wrong (or nothing, for 'correct')."""
+
+    def with_answer(label: str, source: str) -> nbformat.NotebookNode:
+        nb = copy.deepcopy(base)
+        for cell in nb.cells:
+            meta = cell.metadata.get("pfcourse", {})
+            if meta.get("role") == "answer" and meta.get("question") == label:
+                cell.source = source
+        return nb
+
+    correct = with_answer("ex-gd-implement", (
+        "def my_gd(E, theta, h, steps):\n    g = jax.jit(jax.grad(E))\n    rows = [np.asarray(theta)]\n"
+        "    while len(rows) <= steps:\n        rows.append(rows[-1] - h * np.asarray(g(jnp.asarray(rows[-1]))))\n"
+        "    return jnp.asarray(np.stack(rows))\n"))
+    for cell in correct.cells:           # as saved by an editor that drops cell metadata
+        cell.metadata = {}
+    deleted = copy.deepcopy(base)
+    deleted.cells = [c for c in deleted.cells if c.metadata.get("pfcourse", {}).get("role") != "setup"
+                     and c.metadata.get("pfcourse", {}).get("question") != "ex-gd-optimal-rate"]
+    return {
+        "correct": correct,
+        "wrong": with_answer("ex-gd-implement", (
+            "def my_gd(E, theta, h, steps):\n    out = [theta]\n    for _ in range(steps):\n"
+            "        theta = theta + h * jax.grad(E)(theta)   # gradient ascent\n        out.append(theta)\n"
+            "    return jnp.stack(out)\n")),
+        "crashing": with_answer("ex-gd-period-two", (
+            "import os\ndef period_two_losses(lam, theta0, steps):\n    return None\nos._exit(1)\n")),
+        "looping": with_answer("ex-gd-matching-time", (
+            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass\n")),
+        "deleted": deleted,
+    }
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """Grade every instructor version, every student version and the fakes with the CLI, once."""
+    folder = tmp_path_factory.mktemp("submissions")
+    index = myst.build_index(ROOT)
+    for source in SOURCES:
+        assignment = load_assignment(source, root=ROOT)
+        nbformat.write(assignment.student_notebook(index, solutions=True), folder / f"{source.stem}-instructor.ipynb")
+        shutil.copy(ROOT / "notebooks" / "assignments" / f"{source.stem}.ipynb", folder / f"{source.stem}-student.ipynb")
+    first = load_assignment(ROOT / "coursework" / "01_gradient_descent.md", root=ROOT)
+    for name, nb in _fakes(first.student_notebook(index, solutions=True)).items():
+        nbformat.write(nb, folder / f"01_gradient_descent-{name}.ipynb")
+    (folder / "01_gradient_descent-not-a-notebook.ipynb").write_text("{ this is not JSON")
+    out = folder / "scores.csv"
+    cmd = [sys.executable, "-m", "pfcourse.coursework", "grade", str(folder), "--out", str(out),
+           "--jobs", "2", "--cell-timeout", str(CELL_TIMEOUT)]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    print(run.stdout)
+    rows = list(csv.DictReader(out.open()))
+    return {(r["submission"].removesuffix(".ipynb"), r["question"]): r for r in rows}
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_instructor_version_passes_every_test(graded, source):
+    rows = {q: r for (sub, q), r in graded.items() if sub == f"{source.stem}-instructor"}
+    assert rows, "the instructor version was not graded"
+    failed = {q: r["reason"] for q, r in rows.items() if r["status"] != "passed" or r["score"] != r["max_score"]}
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_student_version_scores_zero_not_answered(graded, source):
+    rows = {q: r for (sub, q), r in graded.items() if sub == f"{source.stem}-student"}
+    assert rows and all(r["status"] == "not-answered" and float(r["score"]) == 0 for r in rows.values()), rows
+
+
+EXPECTED = {   # submission -> the one question that must score zero, its status and a word of its reason
+    "correct": None,
+    "wrong": ("ex-gd-implement", "failed", "AssertionError"),
+    "crashing": ("ex-gd-period-two", "crashed", "kernel died"),
+    "looping": ("ex-gd-matching-time", "timeout", "time limit"),
+    "deleted": ("ex-gd-optimal-rate", "missing", "deleted"),
+}
+
+
+@pytest.mark.parametrize("fake", list(EXPECTED))
+def test_fake_submission_is_graded_as_expected(graded, fake):
+    rows = {q: r for (sub, q), r in graded.items() if sub == f"01_gradient_descent-{fake}"}
+    assert len(rows) == 4, f"expected 4 questions graded, got {rows}"
+    affected = EXPECTED[fake]
+    for question, row in rows.items():
+        if affected and question == affected[0]:
+            assert float(row["score"]) == 0 and row["status"] == affected[1], row
+            assert affected[2] in row["reason"], row["reason"]
+        else:
+            assert row["status"] == "passed" and row["score"] == row["max_score"], (question, row)
+
+
+def test_unreadable_submission_is_reported_and_does_not_stop_the_others(graded):
+    rows = [r for (sub, q), r in graded.items() if sub == "01_gradient_descent-not-a-notebook"]
+    assert len(rows) == 4 and all(r["status"] == "not-graded" and "not a readable notebook" in r["reason"]
+                                  for r in rows)
+
+
+# ---------------------------------------------------------------- hiding solutions in the book
+
+
+def _mini_book(tmp_path: Path) -> Path:
+    (tmp_path / "book").mkdir(parents=True)
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    shutil.copy(ROOT / "references.bib", tmp_path / "references.bib")
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
+    header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
+              "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n")
+    (tmp_path / "book" / "page.md").write_text(header + (
+        "# A page\n\n:::{exercise}\n:label: ex-one\n\nFirst exercise.\n:::\n\n"
+        ":::{solution} ex-one\n:class: dropdown\n\nPLAIN-SOLUTION-TEXT\n:::\n\n"
+        ":::{exercise}\n:label: ex-two\n\nSecond exercise.\n:::\n\n"
+        ":::{solution-start} ex-two\n:class: dropdown\n:::\n\nGATED-SOLUTION-TEXT\n\n"
+        "```{code-cell} ipython3\nprint('GATED' + '-OUTPUT')\n```\n\n:::{solution-end}\n:::\n"))
+    return tmp_path
+
+
+def _build(book: Path, hide: bool) -> str:
+    sys.path.insert(0, str(ROOT))
+    import dev
+
+    env = dev._env()
+    env.pop(notebooks.HIDE_SOLUTIONS_ENV, None)
+    if hide:
+        env[notebooks.HIDE_SOLUTIONS_ENV] = "1"
+    cmd = [str(dev.BIN / "jupyter-book"), "build", str(book), "--path-output", str(book),
+           "--config", str(book / "_config.yml"), "--toc", str(book / "_toc.yml"), "-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd, cwd=book, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return (book / "_build" / "html" / "book" / "page.html").read_text()
+
+
+def test_solutions_are_collapsed_by_default_and_the_switch_hides_them(tmp_path):
+    shown = _build(_mini_book(tmp_path / "shown"), hide=False)
+    assert "PLAIN-SOLUTION-TEXT" in shown and "GATED-SOLUTION-TEXT" in shown and "GATED-OUTPUT" in shown
+    assert re.search(r'class="[^"]*solution[^"]*dropdown', shown), "solutions are collapsed (dropdown)"
+    hidden = _build(_mini_book(tmp_path / "hidden"), hide=True)
+    assert "First exercise" in hidden and "Second exercise" in hidden
+    for text in ("PLAIN-SOLUTION-TEXT", "GATED-SOLUTION-TEXT", "GATED-OUTPUT"):
+        assert text not in hidden, f"{text} is shown although solutions are hidden"
