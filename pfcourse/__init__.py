@@ -8,6 +8,14 @@ The package behind the course book. Core mathematics (no plotting, no data):
 - :mod:`pfcourse.symbolic`: backward error analysis of explicit Euler in SymPy.
 - :mod:`pfcourse.landscapes`: the toy losses the chapters use.
 
+Experiments (use the core): :mod:`pfcourse.data` (digits, CIFAR-10), :mod:`pfcourse.models`
+(MLPs and losses), :mod:`pfcourse.eos` (full-batch GD with sharpness tracking, chapter 6),
+:mod:`pfcourse.dal` (drift-adjusted learning rates as an optax transformation, chapter 7),
+:mod:`pfcourse.central_flow` (the central flow at the edge of stability, chapter 8).
+
+Presentation (uses both): :mod:`pfcourse.plots`, :mod:`pfcourse.widgets`, the CLI
+(``python -m pfcourse``), and :mod:`pfcourse.coursework` (student notebooks, grading, Colab).
+
 Float64: the book and the tests turn on ``jax.config.update("jax_enable_x64", True)``; pfcourse
 itself never changes JAX's global configuration.
 """

@@ -13,7 +13,7 @@ function                       computes                                         
 :func:`sigma_squared`          :math:`\sigma^2 = \max(0, -2\langle\nabla S,\nabla E\rangle/\|\nabla S\|^2)` on the edge  chapter 8
 :func:`stable_flow`            field :math:`-h\nabla E` (gradient flow, valid while :math:`S < 2/h`)  chapter 8
 :func:`central_flow`           field :math:`-h[\nabla E + \tfrac12\sigma^2\nabla S]`                 chapter 8
-:func:`run_central_flow`       projected Euler integration with a warm-started eigensolver           chapter 8
+:func:`run_central_flow`       RK4 or projected Euler, with a warm-started eigensolver               chapter 8
 :func:`predicted_loss`         time-averaged loss :math:`E + \tfrac12\sigma^2 S`                     chapter 8
 :func:`measured_oscillation`   :math:`x_n = u_0^\top(\theta_n^{GD} - \theta^{CF}(n))`               chapter 8
 :func:`time_average`           moving average of a series over a window of steps                    chapter 8
@@ -151,7 +151,7 @@ def sigma_squared(grad_E: PyTree, grad_S: PyTree, S, h: float, *, edge_rtol: flo
         then no motion can lower :math:`S` (e.g. a quadratic with :math:`h\lambda_0 > 2`, where GD
         diverges).
 
-    Book: chapter 8, §Deriving sigma squared (eq. ``eq-central-sigma``).
+    Book: chapter 8, §Holding the sharpness at 2/h (eq. ``eq-central-sigma``).
     """
     check_learning_rate(h)
     dot = _tree_dot(grad_S, grad_E)
@@ -176,7 +176,7 @@ def stable_flow(E: Loss, h: float) -> Callable[[PyTree], PyTree]:
     :func:`pfcourse.flows.integrate` at ``ts = range(steps + 1)``; it is
     :func:`pfcourse.flows.gradient_flow` with time rescaled by ``h``.
 
-    Book: chapter 8, §Two flows (eq. ``eq-stable-flow``).
+    Book: chapter 8, §Time in steps (eq. ``eq-stable-flow``).
     """
     check_learning_rate(h)
     grad = jax.grad(E)
@@ -207,7 +207,7 @@ def central_flow(E: Loss, h: float, *, num_iter: int = 20, edge_rtol: float = 1e
     integrates the same field with warm starts and keeps :math:`S \le 2/h`, and is what to use for
     a trajectory. This field is for evaluating and testing the model at a point.
 
-    Book: chapter 8, §Two flows (eq. ``eq-central-flow``).
+    Book: chapter 8, §Holding the sharpness at 2/h (eq. ``eq-central-flow``).
     """
     check_learning_rate(h)
     _check_positive_int(num_iter, "num_iter")
@@ -261,7 +261,7 @@ class CentralFlowRun(NamedTuple):
 
 
 def _local_quantities(E, theta, u_tree):
-    """``(E, grad E, H u, D^3E[u, u])`` at ``theta`` in one nested forward pass (jvp over jvp over grad)."""
+    """``(grad E, H u, D^3E[u, u])`` at ``theta`` in one nested forward pass (jvp over jvp over grad)."""
     grad = jax.grad(E)
 
     def g_and_hu(p):
@@ -544,7 +544,7 @@ def predicted_loss(loss, sigma2, S):
     :math:`\mathbb{E}[E(\theta + xu_0)] \approx E(\theta) + \tfrac12\sigma^2 u_0^\top Hu_0`. On the edge
     :math:`S = 2/h`, so :math:`\bar E = E + \sigma^2/h`.
 
-    Book: chapter 8, §What the central flow predicts (eq. ``eq-central-loss``).
+    Book: chapter 8, §Holding the sharpness at 2/h (eq. ``eq-central-loss``).
     """
     return np.asarray(loss) + 0.5 * np.asarray(sigma2) * np.asarray(S)
 
@@ -567,7 +567,7 @@ def measured_oscillation(theta_gd: PyTree, theta_flow: PyTree, directions) -> np
     Raises:
         ValueError: when the lengths or shapes do not fit (e.g. 401 GD iterates against a 301-step flow).
 
-    Book: chapter 8, §What the central flow predicts.
+    Book: chapter 8, §An MLP at the edge of stability.
     """
     a = np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(theta_gd))
     b = np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(theta_flow))
@@ -590,7 +590,7 @@ def time_average(values, window: int) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         ValueError: ``window`` not a positive int, or longer than the series.
 
-    Book: chapter 8, §What the central flow predicts.
+    Book: chapter 8, §An MLP at the edge of stability.
     """
     v = np.asarray(values, dtype=float)
     window = _check_positive_int(window, "window")

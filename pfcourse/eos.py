@@ -369,6 +369,8 @@ def gd_edge_of_stability(
     per_run = _bytes_per_run(x.shape[0], [x.shape[1]] + widths, D, k, num_iter, np.dtype(dtype).itemsize, chunk_size)
     if max_parallel is None:
         max_parallel = max(1, int(_memory_limit() // max(per_run, 1)))
+    elif isinstance(max_parallel, bool) or int(max_parallel) != max_parallel or max_parallel < 1:
+        raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}.")
     groups = [hs[i : i + max_parallel] for i in range(0, hs.size, int(max_parallel))]
 
     key = jax.random.key(0) if key is None else key
