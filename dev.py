@@ -60,6 +60,7 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["VIRTUAL_ENV"] = str(VENV)
+    env.pop("MPLBACKEND", None)  # the kernels must use the inline backend, or figures vanish from the book
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return env

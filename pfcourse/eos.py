@@ -63,6 +63,11 @@ __all__ = [
 ]
 
 
+#: Run the eigen-solves of several learning rates under ``vmap`` (``True``), one after the other
+#: (``False``), or by backend (``None``: vmapped on accelerators, sequential on CPU).
+VMAP_SOLVES: bool | None = None
+
+
 class EoSHistory(NamedTuple):
     r"""What :func:`gd_edge_of_stability` records; ``R`` runs (learning rates), ``T = steps + 1``, ``M`` eigen-solves.
 
@@ -442,12 +447,12 @@ def _compiled(apply, loss, chunk_size, eig_every, k, num_iter, structure):
     gd_chunk_v = jax.jit(jax.vmap(gd_chunk, in_axes=(None, 0, 0, 0, 0, None, None, 0, None)))
     eig_solve_v = jax.jit(jax.vmap(eig_solve, in_axes=(None, 0, 0)))
     eig_solve_1 = jax.jit(eig_solve)
-    vmap_solves = jax.default_backend() != "cpu"
 
     def eig_solve_runs(batch, flat, v0):
         """Eigen-solves for all runs: vmapped on accelerators; one after the other on CPU, where
         the batched matrix products of the vmapped Lanczos loop measured about 2x slower than
         unbatched ones (the GD steps, on the contrary, ran faster vmapped, even for one run)."""
+        vmap_solves = jax.default_backend() != "cpu" if VMAP_SOLVES is None else VMAP_SOLVES
         if vmap_solves and flat.shape[0] > 1:
             return eig_solve_v(batch, flat, v0)
         outs = [eig_solve_1(batch, flat[r], v0[r]) for r in range(flat.shape[0])]

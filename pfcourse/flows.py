@@ -295,7 +295,8 @@ def principal_flow(E: Callable[[PyTree], jax.Array], h: float, branch: Branch = 
             c = V.T @ g
         alpha = pf_coefficient(h * lam, branch)
         singular = jnp.isinf(alpha.real) & (c != 0)
-        term = jnp.where(c == 0, 0.0, alpha * jnp.where(c == 0, 1.0, c))
+        # -inf * 0 is a direction absent from the gradient: it contributes 0 (and stays differentiable)
+        term = jnp.where(jnp.isinf(alpha.real), 0.0, alpha) * c
         out = V @ term
         out = eqx.error_if(
             out, jnp.any(singular),

@@ -361,10 +361,15 @@ def descent_animation(
         sax = axes[1]
         svals = {k: np.asarray(series(v)) for k, v in curves.items()}
         sgd = np.real(np.asarray(series(gd)))
-        finite = [np.real(s)[np.isfinite(np.real(s))] for s in svals.values()] + [sgd[np.isfinite(sgd)]]
+        finite = [np.real(s)[np.isfinite(np.real(s))] for s in svals.values()]
         if "PF" in svals:
-            finite.append(np.imag(svals["PF"]))
-        allv = np.concatenate(finite)
+            finite.append(np.imag(svals["PF"])[np.isfinite(np.imag(svals["PF"]))])
+        g = sgd[np.isfinite(sgd)]
+        g_lo, g_hi = float(g.min()), float(g.max())
+        span = g_hi - g_lo if g_hi > g_lo else 1.0
+        # the vertical range follows GD, widened for the flows by at most one GD span each way
+        # (a flow that leaves, e.g. a PF that blows up off quadratics, is cut at the edge)
+        allv = np.clip(np.concatenate(finite + [g]), g_lo - span, g_hi + span)
         lo, hi = float(allv.min()), float(allv.max())
         pad = 0.08 * (hi - lo if hi > lo else 1.0)
         sax.set_xlim(0, t_end)

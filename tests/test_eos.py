@@ -70,14 +70,20 @@ def test_eigenpairs_match_the_dense_hessian(tiny_run):
 
 
 def test_per_step_projection_uses_the_latest_eigenvector(tiny_run):
-    """projection[n] = u_0^T grad E(theta_n), u_0 from the last solve at or before n (same sign)."""
+    """projection[n] = u_0^T grad E(theta_n), with u_0 from the last solve at or before n."""
     apply, params, x, y, hist = tiny_run
     E = models.full_batch_loss(apply, x, y)
     r = hist.run(0)
     its = flows.gradient_descent(E, params, float(hist.h[0]), 11)
+    eigh = jax.jit(lambda p: spectral.hessian_eigh(E, p))
+    grad = jax.jit(lambda p: ravel_pytree(jax.grad(E)(p))[0])
     for m, s in enumerate(r["eig_step"][:-1]):
-        p = jax.tree_util.tree_map(lambda a: a[s], its)
         np.testing.assert_allclose(r["projection"][s], r["eig_projections"][m, 0], rtol=1e-10, atol=1e-14)
+        u0 = eigh(jax.tree_util.tree_map(lambda a: a[s], its))[1][:, 0]
+        chunk = range(s, min(s + 4, 11))
+        direct = np.array([u0 @ grad(jax.tree_util.tree_map(lambda a: a[n], its)) for n in chunk])
+        sign = np.sign(direct[0] * r["projection"][s])  # eigenvector signs are arbitrary
+        np.testing.assert_allclose(r["projection"][list(chunk)], sign * direct, rtol=1e-8, atol=1e-12)
 
 
 def test_pf_reading_of_the_top_direction(tiny_run):
@@ -123,6 +129,17 @@ def test_vmapped_runs_equal_separate_runs(tiny_run):
                                    progress=False, max_parallel=1)
     np.testing.assert_allclose(seq.loss, hist.loss, rtol=1e-12)
     np.testing.assert_allclose(seq.eigenvalues, hist.eigenvalues, rtol=1e-9)
+
+
+def test_vmapped_eigen_solves_equal_sequential_ones(tiny_run, monkeypatch):
+    """The accelerator path (all runs' Lanczos under vmap) gives the CPU path's eigenpairs."""
+    apply, params, x, y, hist = tiny_run
+    D = models.num_params(params)
+    monkeypatch.setattr(eos, "VMAP_SOLVES", True)
+    vm = eos.gd_edge_of_stability(apply, params, x, y, [0.3, 0.6], steps=11, eig_every=4, k=3, num_iter=D,
+                                  progress=False)
+    np.testing.assert_allclose(vm.eigenvalues, hist.eigenvalues, rtol=1e-9)
+    np.testing.assert_allclose(vm.projection, hist.projection, rtol=1e-8, atol=1e-12)
 
 
 def test_chunked_loss_gives_the_same_run():

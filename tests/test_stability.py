@@ -148,11 +148,8 @@ def test_pf_stability_criterion_is_gds():
         assert converged == pf_stable
 
 
-@pytest.mark.xfail(strict=True, reason="flows.principal_flow guards c == 0 with jnp.where, which zeroes the "
-                   "forward-mode tangent at an exact critical point; fix: multiply by alpha with its inf entries "
-                   "set to 0 instead (reported to the lead). Chapter 4 uses central differences meanwhile.")
 def test_pf_jacobian_by_jacfwd_at_exact_critical_point():
-    """eq-stab-jacobian with jax.jacfwd at the exact minimum (currently returns a zero matrix)."""
+    """eq-stab-jacobian with jax.jacfwd at the exact minimum (forward mode through the PF field)."""
     L = landscapes.double_well(0.5)
     point = jnp.array([1.0, 0.0])
     J = np.asarray(jax.jacfwd(flows.principal_flow(L.loss, 0.8))(point))

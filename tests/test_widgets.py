@@ -1,4 +1,5 @@
 """The landscape explorer and the animation helpers, exercised headlessly (no browser, no kernel)."""
+import base64
 import warnings
 
 import jax.numpy as jnp
@@ -101,7 +102,7 @@ def test_explorer_widget_callbacks():
     import ipywidgets as W
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)   # Agg: plt.show() is a no-op without a display
+        warnings.simplefilter("error")                 # no warning from the wiring
         ui = landscape_explorer()
         ex = ui.explorer
         assert isinstance(ui, W.VBox) and ex.state["name"] == "valley (quadratic)"
@@ -115,6 +116,9 @@ def test_explorer_widget_callbacks():
         assert 10 ** ex.h.min == pytest.approx(scene.h_range[0]) and 10 ** ex.h.max == pytest.approx(scene.h_range[1])
         ex.toggles["PF"].value = False
         assert "PF" not in ex.state["curves"] and len(ex.figure.axes) == 3
+        (shown,) = ex.out.outputs                      # the redraw is the Output's only content
+        assert shown["output_type"] == "display_data"
+        assert base64.b64decode(shown["data"]["image/png"])[:8] == b"\x89PNG\r\n\x1a\n"
         ex.at_step.value = 5
         assert ex.state["at_step"] == 5
         np.testing.assert_allclose(ex.state["point"], ex.state["gd"][5])

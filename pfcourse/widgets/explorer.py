@@ -8,7 +8,11 @@ Three layers, so that everything but the wiring runs (and is tested) without a b
   time, and the regime map (:func:`pfcourse.plots.regime_map`) with the current :math:`h\lambda_i`;
 * :func:`landscape_explorer` — ipywidgets core widgets only (``Dropdown``, ``FloatLogSlider``,
   ``IntSlider``, ``Checkbox``, ``Output``), so it runs in Jupyter and in Colab's ipywidgets 7.
-  Each change recomputes the state and redraws into an ``Output`` with ``plt.show()`` (no ipympl).
+  Each change recomputes the state, renders the figure to a PNG and makes it the ``Output``'s
+  content (no ipympl, no interactive backend). Setting ``Output.outputs`` directly, rather than
+  capturing ``plt.show()`` with ``with out:``, keeps all widget traffic kernel-to-front-end: a
+  notebook executed headlessly by nbclient (the book build) then never answers a capture with
+  comm messages of its own, which can deadlock its execution (jupyter/nbclient#312).
 
 In Jupyter or Colab::
 
@@ -19,7 +23,9 @@ Book: chapter 4 (regimes) and chapter 5 (landscapes), §Explore it yourself.
 """
 from __future__ import annotations
 
+import base64
 import functools
+import io
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -31,7 +37,7 @@ import numpy as np
 
 from pfcourse import flows, landscapes, plots, spectral
 
-__all__ = ["MODELS", "SCENES", "Scene", "compute_state", "draw", "landscape_explorer", "Explorer"]
+__all__ = ["MODELS", "SCENES", "Scene", "compute_state", "draw", "figure_output", "landscape_explorer", "Explorer"]
 
 #: The models the explorer can show, in the colours of :data:`pfcourse.plots.STYLE`.
 MODELS = ("GD", "NGF", "IGR", "PF")
@@ -245,6 +251,15 @@ def draw(state: dict, width: float = 4.0, height: float = 3.4):
     return fig
 
 
+def figure_output(fig, dpi: int = 80) -> dict:
+    """A matplotlib figure as one notebook output (``display_data`` with a PNG), for ``Output.outputs``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    png = base64.b64encode(buf.getvalue()).decode("ascii")
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": png, "text/plain": f"<Figure with {len(fig.axes)} Axes>"}}
+
+
 class Explorer:
     """The widget wiring around :func:`compute_state` and :func:`draw` (ipywidgets core widgets).
 
@@ -310,13 +325,10 @@ class Explorer:
         models = [m for m, box in self.toggles.items() if box.value]
         state = compute_state(self.landscape.value, self.h.value, models, self.steps.value,
                               at_step=self.at_step.value)
-        with self.out:
-            self.out.clear_output(wait=True)
-            if self.figure is not None:
-                plt.close(self.figure)
-            self.figure = draw(state)
-            plt.show()
-        self.state = state
+        fig = draw(state)
+        self.out.outputs = (figure_output(fig),)
+        plt.close(fig)  # drawn once, into the Output; never shown again at the end of the cell
+        self.state, self.figure = state, fig
 
 
 def landscape_explorer(landscape: str = "valley (quadratic)"):
@@ -324,7 +336,7 @@ def landscape_explorer(landscape: str = "valley (quadratic)"):
 
     Controls: the landscape (:data:`SCENES`), the learning rate ``h`` (log slider), the number of GD
     steps, the GD iterate at which the regimes are read, and one checkbox per model (GD, NGF,
-    IGR, PF). Works in Jupyter and Colab (core widgets, redraw with ``plt.show()``). The
+    IGR, PF). Works in Jupyter and Colab (core widgets; each redraw is a PNG in an ``Output``). The
     :class:`Explorer` behind it is ``container.explorer``.
     Book: chapters 4 and 5.
     """
