@@ -208,6 +208,15 @@ def _finish(x_tr, l_tr, x_te, l_te, num_classes, dtype, name, note) -> Dataset:
 # --------------------------------------------------------------------------- digits
 
 
+def _check_subset_arguments(n_train, n_test, classes):
+    """Validate the "first n examples" arguments shared by the loaders; return the checked classes."""
+    _check_count(n_train, "n_train", allow_none=False)
+    _check_count(n_test, "n_test")
+    if n_train < 1:
+        raise ValueError("n_train must be at least 1.")
+    return _check_classes(classes, 10)
+
+
 def load_digits(
     n_train: int = 1000,
     n_test: int | None = None,
@@ -237,11 +246,7 @@ def load_digits(
     """
     from sklearn.datasets import load_digits as _sk_digits
 
-    _check_count(n_train, "n_train", allow_none=False)
-    _check_count(n_test, "n_test")
-    if n_train < 1:
-        raise ValueError("n_train must be at least 1.")
-    classes = _check_classes(classes, 10)
+    classes = _check_subset_arguments(n_train, n_test, classes)
     bunch = _sk_digits()
     x, labels = np.asarray(bunch.data, np.float64), np.asarray(bunch.target, np.int64)
     if seed is not None:
@@ -483,11 +488,7 @@ def load_cifar10(
 
     Book: chapter 6, §The experiment.
     """
-    _check_count(n_train, "n_train", allow_none=False)
-    _check_count(n_test, "n_test")
-    if n_train < 1:
-        raise ValueError("n_train must be at least 1.")
-    classes = _check_classes(classes, 10)
+    classes = _check_subset_arguments(n_train, n_test, classes)
     path = cifar10_archive_path(cache_dir)
     if not path.exists():
         if not download:
