@@ -6,11 +6,13 @@
 
 Helpers for authors (not needed on a fresh machine):
 
-    python3 dev.py check book/03_principal_flow.md   # execute one chapter top to bottom, no build
+    python3 dev.py check book/03_principal_flow.md   # lint one chapter, execute it top to bottom, no build
     python3 dev.py env                               # only set up .venv
     python3 dev.py notebooks                         # regenerate notebooks/ (Colab) from book/ and coursework/
     python3 dev.py book --hide-solutions             # the book without exercise solutions (a term that assigns them)
     python3 dev.py pdf                               # the whole book as one PDF (needs xelatex and latexmk)
+    python3 dev.py gpu [--dry-run]                   # on an NVIDIA GPU machine: CUDA jax, chapter 6, the EoS
+                                                     # player and benchmark on the GPU, one table (<= 8 min)
 
 The book is built strictly (``-W -n --keep-going``: any warning or failing cell fails the build)
 into ``_build/html``. Executed notebooks are cached in ``_build/.jupyter_cache``, so a rebuild after
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -35,13 +37,14 @@ PY = BIN / "python"
 
 def _requirements_hash() -> str:
     digest = hashlib.sha256()
-    for name in ("requirements.txt", "pyproject.toml"):
+    for name in ("requirements.txt", "pyproject.toml", "instructor/pyproject.toml"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
 
 def ensure_env() -> None:
-    """Create .venv and install the pinned requirements and pfcourse (editable), once per change."""
+    """Create .venv and install the pinned requirements, pfcourse and the instructor's tool
+    (``instructor/``, :mod:`pfcourse_instructor`), both editable, once per change."""
     wanted = _requirements_hash()
     if PY.exists() and STAMP.exists() and STAMP.read_text().strip() == wanted:
         return
@@ -52,7 +55,13 @@ def ensure_env() -> None:
     print("[dev] installing requirements.txt (pinned) ...", flush=True)
     subprocess.run(pip + ["--upgrade", "pip"], check=True)
     subprocess.run(pip + ["-r", str(ROOT / "requirements.txt")], check=True)
+    builds = [ROOT / "build", ROOT / "instructor" / "build"]
+    existed = [b.exists() for b in builds]
     subprocess.run(pip + ["--no-deps", "-e", str(ROOT)], check=True)
+    subprocess.run(pip + ["--no-deps", "-e", str(ROOT / "instructor")], check=True)   # the instructor's tool
+    for build, did_exist in zip(builds, existed):
+        if not did_exist:                      # setuptools may leave build/ behind: the commands leave nothing
+            shutil.rmtree(build, ignore_errors=True)
     STAMP.write_text(wanted)
 
 
@@ -66,64 +75,53 @@ def _env() -> dict[str, str]:
     return env
 
 
-def build_book(extra: list[str] | None = None, log: Path | None = None) -> int:
-    """Build the whole book strictly into _build/html; return the exit code (output also to ``log``)."""
+def execute_chapters(second_backend: bool = False, report: Path | None = None) -> int:
+    """Execute each chapter not yet in the execution cache once, two at a time (tools/execute.py).
+
+    With ``second_backend`` the chapters that train networks also run under a second floating-point
+    backend (``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``), checked but not cached. Prints a timing table.
+    """
+    cmd = [str(PY), str(ROOT / "tools" / "execute.py"), "--jobs", "2"]
+    cmd += ["--second-backend"] if second_backend else []
+    cmd += ["--report", str(report)] if report else []
+    return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+
+
+def build_book(extra: list[str] | None = None, log: Path | None = None, second_backend: bool = False,
+               report: Path | None = None) -> int:
+    """Execute the chapters (:func:`execute_chapters`), then build the book strictly into _build/html.
+
+    Returns the exit code; the build's output also goes to ``log``. The build itself finds every
+    chapter in the execution cache and only renders.
+    """
+    import json
+
+    report = report or ROOT / "_build" / "execution-report.json"
+    report.unlink(missing_ok=True)
+    code = execute_chapters(second_backend, report)
+    results = json.loads(report.read_text()) if report.exists() else []
+    if any(r["error"] and r["backend"] == "default" for r in results) or (code and not results):
+        print("[dev] a chapter failed to execute (see above): the book was not built", flush=True)
+        return code or 1
     cmd = [str(BIN / "jupyter-book"), "build", str(ROOT), "--path-output", str(ROOT),
            "--config", str(ROOT / "_config.yml"), "--toc", str(ROOT / "_toc.yml"),
            "-W", "-n", "--keep-going", *(extra or [])]
     print("[dev] " + " ".join(cmd), flush=True)
     if log is None:
-        return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+        return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode or code
     with subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc, open(log, "w") as out:
         for line in proc.stdout:
             sys.stdout.write(line)
             out.write(line)
-    return proc.returncode
-
-
-def lint_chapter(path: Path) -> list[str]:
-    """Problems the strict build would report that executing alone would not catch.
-
-    A ``{code-cell}`` nested inside a ``{solution}`` or ``{exercise}`` directive is not executed
-    and fails the build; sphinx-exercise's gated form takes code cells between its two halves:
-    ``:::{solution-start} label`` / ``:class: dropdown`` / ``:::`` ... cells ... ``:::{solution-end}`` / ``:::``.
-    """
-    problems, stack = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        stripped = line.strip()
-        opening = re.match(r"^(:{3,}|`{3,})\{([\w-]+)\}", stripped)
-        if opening:
-            fence, name = opening.groups()
-            if name == "code-cell" and any(n in ("solution", "exercise") for _, n in stack):
-                problems.append(
-                    f"{path}:{number}: a code-cell nested in a {{{stack[-1][1]}}} directive is not executed "
-                    "and fails the strict build; use the gated form {solution-start}/{solution-end} "
-                    "(or {exercise-start}/{exercise-end}) with the code cells between them.")
-            if name != "code-cell":
-                stack.append((fence, name))
-            continue
-        if stack and re.fullmatch(re.escape(stack[-1][0][0]) + "{%d,}" % len(stack[-1][0]), stripped):
-            stack.pop()
-    return problems
+    return proc.returncode or code
 
 
 def check_chapter(path: str) -> int:
-    """Execute one MyST chapter top to bottom in a fresh kernel (fast feedback while writing)."""
-    problems = lint_chapter(Path(path))
-    if problems:
-        print("\n".join(problems))
-        return 1
-    code = (
-        "import sys, jupytext, nbclient\n"
-        "nb = jupytext.read(sys.argv[1])\n"
-        "nbclient.NotebookClient(nb, timeout=1800, kernel_name='python3',"
-        " resources={'metadata': {'path': sys.argv[2]}}).execute()\n"
-        "print('[dev] executed', sys.argv[1], 'without errors')\n"
-    )
-    target = Path(path).resolve()
-    return subprocess.run([str(PY), "-c", code, str(target), str(target.parent)],
-                          cwd=ROOT, env=_env()).returncode
+    """Lint one MyST chapter's directives and execute it top to bottom in a fresh kernel, no build
+    (fast feedback while writing): ``python -m pfcourse_instructor check-chapter``."""
+    cmd = [str(PY), "-m", "pfcourse_instructor", "check-chapter", str(Path(path).resolve())]
+    return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 
 
 def build_pdf(extra: list[str] | None = None) -> int:
@@ -137,33 +135,89 @@ def build_pdf(extra: list[str] | None = None) -> int:
 
 def generate_notebooks(extra: list[str]) -> int:
     """Regenerate notebooks/ (chapter notebooks and student assignments) from their sources."""
-    cmd = [str(PY), "-m", "pfcourse.coursework", "notebooks", *extra]
+    cmd = [str(PY), "-m", "pfcourse_instructor", "notebooks", *extra]
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 
 
+def ensure_chromium() -> str | None:
+    """Headless Chromium for tests/test_browser.py (Debian's ``chromium``): installed with apt-get
+    when missing and we are root; otherwise a message saying how. Returns its path, or None."""
+    def found() -> str | None:
+        return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"))
+                     if p), None)
+
+    if found():
+        return found()
+    if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("[dev] installing chromium (apt-get) for the browser test ...", flush=True)
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
+        if found():
+            return found()
+    print("[dev] chromium is missing, and tests/test_browser.py needs it: install it "
+          "(Debian: `sudo apt-get install chromium`) and run the tests again", flush=True)
+    return None
+
+
 def run_tests(extra: list[str]) -> int:
-    cmd = [str(PY), "-m", "pytest", *extra]
+    """pytest on two workers: one builds the book (the xdist group "book"), the other runs the rest."""
+    parallel = [] if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in extra) \
+        else ["-n", "2", "--dist", "loadgroup"]
+    cmd = [str(PY), "-m", "pytest", *parallel, *extra]
+    print("[dev] " + " ".join(cmd), flush=True)
+    return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+
+
+def _untracked() -> set[str]:
+    """Files git does not track and does not ignore (none when this is not a git checkout)."""
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    return {line[3:] for line in out.splitlines() if line.startswith("??")}
+
+
+def _left_behind(before: set[str]) -> int:
+    """The README's commands leave nothing untracked: 1 (and the list) if this run did."""
+    new = sorted(_untracked() - before)
+    if new:
+        print("[dev] this command left untracked files behind (ignore or remove them in dev.py):\n  "
+              + "\n  ".join(new), flush=True)
+    return 1 if new else 0
+
+
+def gpu(args: list[str]) -> int:
+    """The GPU path (benchmarks/gpu_check.py): install the CUDA build of the pinned jax into .venv, then
+    chapter 6, the EoS player's GPU setting and the EoS benchmark's gpu-full on the GPU; one table, ~8 min.
+    ``--dry-run``: the same on the CPU at tiny sizes, no install, no download (about a minute)."""
+    cmd = [str(PY), str(ROOT / "benchmarks" / "gpu_check.py"), *args]
     print("[dev] " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"book", "test", "check", "env", "notebooks", "pdf"}:
+    if not argv or argv[0] not in {"book", "test", "check", "env", "notebooks", "pdf", "gpu"}:
         print(__doc__)
         return 2
+    before = _untracked()
     ensure_env()
     what, rest = argv[0], argv[1:]
     if what == "book":
-        if "--hide-solutions" in rest:       # read by pfcourse.coursework.sphinx_ext
+        if "--hide-solutions" in rest:       # read by pfcourse_instructor.sphinx_ext
             rest = [a for a in rest if a != "--hide-solutions"]
             os.environ["PFCOURSE_HIDE_SOLUTIONS"] = "1"
-        return build_book(rest)
+        return build_book(rest) or _left_behind(before)
+    if what == "gpu":
+        return gpu(rest)
     if what == "notebooks":
         return generate_notebooks(rest)
     if what == "pdf":
         return build_pdf(rest)
     if what == "test":
-        return run_tests(rest)
+        ensure_chromium()                    # for tests/test_browser.py, which fails clearly without it
+        return run_tests(rest) or _left_behind(before)
     if what == "check":
         if not rest:
             print("usage: python3 dev.py check book/CHAPTER.md")

@@ -13,8 +13,10 @@ Experiments (use the core): :mod:`pfcourse.data` (digits, CIFAR-10), :mod:`pfcou
 :mod:`pfcourse.dal` (drift-adjusted learning rates as an optax transformation, chapter 7),
 :mod:`pfcourse.central_flow` (the central flow at the edge of stability, chapter 8).
 
-Presentation (uses both): :mod:`pfcourse.plots`, :mod:`pfcourse.widgets`, the CLI
-(``python -m pfcourse``), and :mod:`pfcourse.coursework` (student notebooks, grading, Colab).
+Presentation (uses both): :mod:`pfcourse.plots`, :mod:`pfcourse.widgets` and the CLI
+(``python -m pfcourse``). The instructor's tool (Colab notebooks, assignments, the autograder) is not
+part of this package: it is ``pfcourse_instructor``, a second distribution in the repository's
+``instructor/``, and nothing here imports it (tests/test_layers.py).
 
 Float64: the book and the tests turn on ``jax.config.update("jax_enable_x64", True)``; pfcourse
 itself never changes JAX's global configuration.

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="JAX matmul precision; on GPUs 'default' allows TF32 (default here: highest, true float32)")
     p.add_argument("--cache-dir", default=None, help="CIFAR-10 cache folder")
     p.add_argument("--no-download", action="store_true", help="never download CIFAR-10")
-    p.add_argument("--out", default="eos-results", help="output folder")
+    p.add_argument("--out", default="eos-results", help="output folder (created and checked for writing before training)")
     p.add_argument("--no-plot", action="store_true", help="skip eos.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -83,6 +83,11 @@ def _run_eos(args: argparse.Namespace) -> int:
     from . import data, eos, models
 
     dtype = np.float64 if args.float64 else np.float32
+    problem = _unwritable(args.out)
+    if problem:  # before any work: a run that cannot be saved is lost
+        print(f"pfcourse eos: --out {args.out!r} is not a writable folder ({problem}); pass another --out.",
+              file=sys.stderr)
+        return 2
     try:
         ds = data.load_dataset(args.dataset, n_train=args.n_train, classes=args.classes, n_test=0,
                                cache_dir=args.cache_dir, download=not args.no_download, dtype=dtype)
@@ -118,6 +123,19 @@ def _run_eos(args: argparse.Namespace) -> int:
     for kind, path in paths.items():
         print(f"wrote {path}")
     return 3 if any(s.startswith("diverged") for s in hist.status) else 0
+
+
+def _unwritable(folder: str) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), or ``None`` if they can."""
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror or err}"
+    return None
 
 
 def _plot(hist, path: str) -> str:

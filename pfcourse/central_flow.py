@@ -39,7 +39,8 @@ from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
 from . import spectral
-from .flows import DivergenceError, check_finite, check_learning_rate
+from ._checks import check_finite, check_int, check_learning_rate
+from .flows import DivergenceError
 
 PyTree = Any
 Loss = Callable[[PyTree], jax.Array]
@@ -58,12 +59,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return int(value)
 
 
 def _as_tree(params: PyTree, u) -> PyTree:
@@ -189,6 +184,9 @@ def stable_flow(E: Loss, h: float) -> Callable[[PyTree], PyTree]:
 
 def _top_eigenpairs(E, params, v0, num_iter):
     D = ravel_pytree(params)[0].size
+    # A diverged state leaves a NaN warm start, which Lanczos refuses; start it from ones instead and
+    # let run_central_flow report the divergence (with its step) after the chunk.
+    v0 = jnp.where(jnp.all(jnp.isfinite(v0)), v0, jnp.ones_like(v0))
     k = min(2, D)
     vals, vecs = spectral.top_hessian_eigenpairs(E, params, k=k, num_iter=max(k, min(num_iter, D)), v0=v0)
     lam1 = vals[1] if k == 2 else -jnp.inf
@@ -210,7 +208,7 @@ def central_flow(E: Loss, h: float, *, num_iter: int = 20, edge_rtol: float = 1e
     Book: chapter 8, §Holding the sharpness at 2/h (eq. ``eq-central-flow``).
     """
     check_learning_rate(h)
-    _check_positive_int(num_iter, "num_iter")
+    check_int(num_iter, "num_iter")
     key = jax.random.key(0) if key is None else key
 
     def field(theta):
@@ -456,9 +454,9 @@ def run_central_flow(
         DivergenceError: the state left the finite numbers (the message names the step).
     """
     check_learning_rate(h)
-    steps = _check_positive_int(steps, "steps")
-    substeps = _check_positive_int(substeps, "substeps")
-    num_iter = _check_positive_int(num_iter, "num_iter")
+    steps = check_int(steps, "steps")
+    substeps = check_int(substeps, "substeps")
+    num_iter = check_int(num_iter, "num_iter")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if not 0 <= edge_rtol < 1:
@@ -593,7 +591,7 @@ def time_average(values, window: int) -> tuple[np.ndarray, np.ndarray]:
     Book: chapter 8, §An MLP at the edge of stability.
     """
     v = np.asarray(values, dtype=float)
-    window = _check_positive_int(window, "window")
+    window = check_int(window, "window")
     if v.ndim != 1:
         raise ValueError(f"time_average needs a 1-D series, got shape {v.shape}.")
     if window > v.size:

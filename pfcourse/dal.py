@@ -30,8 +30,8 @@ the fixed rate outside an optional window of iterations.
 
 Special inputs, by design (each is tested):
 
-* ``p < 0``, ``h_max <= 0``, a non-positive fixed ``learning_rate``, a bad window: ``ValueError``
-  when the transform is built (under ``jit``/``vmap``, where they are traced, a runtime error
+* ``p < 0``, ``h_max <= 0``, a non-positive or missing fixed ``learning_rate``, a bad window:
+  ``ValueError`` when the transform is built (under ``jit``/``vmap``, where they are traced, a runtime error
   from :func:`equinox.error_if` when the rate is computed).
 * a zero gradient, :math:`g = 0`: the gradient sees no curvature; the ratio is defined as 0, so
   :math:`h_t = h_{\max}` (``p > 0``), and the step :math:`h_t g = 0` whatever the rate. The
@@ -51,6 +51,7 @@ import numpy as np
 import optax
 
 from pfcourse import spectral
+from pfcourse._checks import is_concrete
 
 PyTree = Any
 Loss = Callable[[PyTree], jax.Array]
@@ -72,10 +73,6 @@ __all__ = [
 # --------------------------------------------------------------------------- helpers
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
 def _tree_norm(tree: PyTree) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.sqrt(sum(jnp.sum(jnp.abs(x) ** 2) for x in leaves))
@@ -93,21 +90,21 @@ def _float_dtype(tree: PyTree):
 
 def _check_config(p, h_max, learning_rate, window) -> None:
     """``ValueError`` for concrete bad settings; traced ones are checked at run time."""
-    if _is_concrete(p):
+    if is_concrete(p):
         arr = np.asarray(p)
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise ValueError(
                 f"DAL: the power p must be finite and >= 0, got p = {p}. p = 0 is gradient descent "
                 "at the fixed learning_rate, p = 1 puts ||Hg||/||g|| at 2/h; pass e.g. p = 1."
             )
-    if _is_concrete(h_max):
+    if is_concrete(h_max):
         arr = np.asarray(h_max)
         if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
             raise ValueError(
                 f"DAL: h_max must be positive and finite, got h_max = {h_max}. It caps the rate where "
                 "the gradient sees little curvature; the authors use h_max = 5."
             )
-    if learning_rate is not None and _is_concrete(learning_rate):
+    if learning_rate is not None and is_concrete(learning_rate):
         arr = np.asarray(learning_rate)
         if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
             raise ValueError(
@@ -192,7 +189,7 @@ def finite_difference_hvp(E: Loss, params: PyTree, v: PyTree, *, step: float = 0
 
     Book: chapter 7, §Computing Hg.
     """
-    if _is_concrete(step) and not (np.isfinite(step) and step > 0):
+    if is_concrete(step) and not (np.isfinite(step) and step > 0):
         raise ValueError(f"finite_difference_hvp: step must be positive and finite, got {step}.")
     g0 = jax.grad(E)(params) if grad is None else grad
     vn = _tree_norm(v)
@@ -250,7 +247,7 @@ def dal_learning_rate(
     _check_config(p, h_max, learning_rate, window)
     if window is not None and step is None:
         raise ValueError("dal_learning_rate: pass step (the iteration count) together with window.")
-    if learning_rate is None and _is_concrete(p) and np.any(np.asarray(p) == 0):
+    if learning_rate is None and is_concrete(p) and np.any(np.asarray(p) == 0):
         raise ValueError("dal_learning_rate: p = 0 is gradient descent at a fixed rate; pass learning_rate.")
     if learning_rate is None and window is not None:
         raise ValueError("dal_learning_rate: outside the window the rate is the fixed learning_rate; pass it.")
@@ -367,8 +364,8 @@ def scale_by_dal(
       ``optax.tree_utils.tree_get(state, "rate")``).
 
     Raises:
-      ValueError: bad settings (see :func:`dal_learning_rate`), unknown ``hvp``, missing
-        ``params`` / ``loss_fn``.
+      ValueError: bad settings (see :func:`dal_learning_rate`), ``learning_rate=None``, unknown
+        ``hvp`` (all when the transform is built); missing ``params`` / ``loss_fn`` (at ``update``).
 
     References:
       Rosca, Wu, Qin, Dherin, TMLR 2023 [rosca2023continuous], section on DAL, and their public
@@ -376,10 +373,15 @@ def scale_by_dal(
 
     Book: chapter 7, §DAL as an optax transformation.
     """
+    if learning_rate is None:
+        raise ValueError(
+            "DAL: learning_rate is required (got None): it is the rate before the first update, when "
+            "p = 0 and outside the window. Pass a positive number, e.g. learning_rate=0.1."
+        )
     _check_config(p, h_max, learning_rate, window)
     if hvp not in HVP_METHODS:
         raise ValueError(f"DAL: hvp must be one of {HVP_METHODS}, got {hvp!r}.")
-    if _is_concrete(fd_step) and not (np.isfinite(fd_step) and fd_step > 0):
+    if is_concrete(fd_step) and not (np.isfinite(fd_step) and fd_step > 0):
         raise ValueError(f"DAL: fd_step must be positive and finite, got {fd_step}.")
 
     def init_fn(params):

@@ -19,6 +19,9 @@ function                    data                                                
 :func:`download_cifar10`    fetch ``cifar-10-binary.tar.gz`` into the cache            chapter 6
 ==========================  =========================================================  =========
 
+:func:`load_synthetic_cifar` (``"synthetic-cifar"``) is CIFAR-shaped stand-in data, no download, for
+timing CIFAR-10 workloads where CIFAR-10 cannot be downloaded (``benchmarks/gpu_check.py``).
+
 CIFAR-10 is read from the *binary* distribution ``cifar-10-binary.tar.gz`` (never the pickled
 Python version: nothing downloaded is ever unpickled). Each member ``data_batch_{1..5}.bin`` and
 ``test_batch.bin`` holds 10,000 records of 3,073 bytes: one label byte (0-9) then 3,072 pixel bytes,
@@ -41,6 +44,8 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from ._checks import check_int
+
 __all__ = [
     "CIFAR10_ARCHIVE",
     "CIFAR10_CLASSES",
@@ -58,6 +63,7 @@ __all__ = [
     "load_cifar10",
     "load_dataset",
     "load_digits",
+    "load_synthetic_cifar",
     "one_hot",
     "sha256sum",
     "standardise",
@@ -72,7 +78,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 CIFAR10_TRAIN_MEMBERS = tuple(f"cifar-10-batches-bin/data_batch_{i}.bin" for i in range(1, 6))
 CIFAR10_TEST_MEMBER = "cifar-10-batches-bin/test_batch.bin"
 _RECORD = 1 + 3 * 32 * 32  # label byte + RGB planes
-DATASETS = ("digits", "cifar10")
+DATASETS = ("digits", "cifar10", "synthetic-cifar")
 
 
 class Dataset(NamedTuple):
@@ -187,8 +193,7 @@ def _check_classes(classes, total: int):
 def _check_count(n, name, allow_none=True):
     if n is None and allow_none:
         return
-    if isinstance(n, bool) or int(n) != n or n < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {n!r}.")
+    check_int(n, name, minimum=0)
 
 
 def _finish(x_tr, l_tr, x_te, l_te, num_classes, dtype, name, note) -> Dataset:
@@ -283,8 +288,19 @@ def cache_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def cifar10_archive_path(cache: str | os.PathLike | None = None) -> Path:
-    """Where ``cifar-10-binary.tar.gz`` is (or would be) cached."""
-    return cache_dir(cache) / CIFAR10_ARCHIVE
+    """Where ``cifar-10-binary.tar.gz`` is (or would be) cached.
+
+    Raises a ``ValueError`` if the cache folder is a file, or lies under one: it could never be
+    created, and the download would fail with a bare ``FileExistsError``.
+    """
+    folder = cache_dir(cache)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ValueError(
+            f"the cache folder {folder} cannot be used: {existing} is a file, not a folder. Pass a "
+            "folder as cache_dir (--cache-dir on the command line) or set PFCOURSE_CACHE to one."
+        )
+    return folder / CIFAR10_ARCHIVE
 
 
 def sha256sum(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -508,9 +524,27 @@ def load_cifar10(
     return _finish(x_tr / 255.0, l_tr, x_te / 255.0, l_te, C, dtype, "cifar10", note)
 
 
+def load_synthetic_cifar(n_train: int = 5000, n_test: int | None = 1000, seed: int = 0, dtype=np.float32) -> Dataset:
+    """CIFAR-shaped stand-in data, no download: 3,072 standard normal inputs, labels of a random linear teacher.
+
+    ``x ~ N(0, I)`` in 3,072 dimensions and labels ``argmax(x W)`` for a standard normal ``W`` (3072x10),
+    drawn with ``seed`` (the data of ``benchmarks/eos_benchmark.py``); the first ``n_train`` train,
+    the next ``n_test`` test (``None``: 1,000); standardised and one-hot as :func:`load_cifar10`. A
+    step costs what it costs on CIFAR-10; the training dynamics are not CIFAR-10's.
+    """
+    _check_subset_arguments(n_train, n_test, None)
+    n_test = 1000 if n_test is None else n_test
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_train + n_test, 3072)).astype(np.float32)
+    labels = np.argmax(x @ rng.standard_normal((3072, 10)).astype(np.float32), axis=1)
+    note = (f"synthetic CIFAR-shaped data (not CIFAR-10): {n_train} training / {n_test} test examples, 3072 "
+            f"standard normal inputs, 10 classes from a random linear teacher (seed {seed}), standardised")
+    return _finish(x[:n_train], labels[:n_train], x[n_train:], labels[n_train:], 10, dtype, "synthetic-cifar", note)
+
+
 def load_dataset(name: str, n_train: int | None = None, n_test: int | None = None,
                  classes: Sequence[int] | None = None, *, fallback: bool = True, **kw) -> Dataset:
-    """Load ``"digits"`` or ``"cifar10"`` by name.
+    """Load ``"digits"``, ``"cifar10"`` or ``"synthetic-cifar"`` (:func:`load_synthetic_cifar`) by name.
 
     For ``"cifar10"``, if the archive is not cached and cannot be downloaded
     (:class:`DatasetUnavailableError`) and ``fallback`` is true, the digits are loaded instead and
@@ -526,6 +560,11 @@ def load_dataset(name: str, n_train: int | None = None, n_test: int | None = Non
     if name == "digits":
         kw = {k: v for k, v in kw.items() if k in ("seed", "dtype")}
         return load_digits(1000 if n_train is None else n_train, n_test, classes, **kw)
+    if name == "synthetic-cifar":
+        if classes is not None:
+            raise ValueError("synthetic-cifar has no class subsets; leave classes=None.")
+        kw = {k: v for k, v in kw.items() if k in ("seed", "dtype")}
+        return load_synthetic_cifar(5000 if n_train is None else n_train, n_test, **kw)
     cifar_kw = {k: v for k, v in kw.items() if k in ("cache_dir", "download", "dtype", "url", "sha256")}
     try:
         return load_cifar10(5000 if n_train is None else n_train, 1000 if n_test is None else n_test,

@@ -48,7 +48,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import models, spectral
-from .flows import DivergenceError, check_finite, pf_coefficient
+from ._checks import check_finite, check_int
+from .flows import DivergenceError, pf_coefficient
 
 PyTree = Any
 
@@ -332,8 +333,7 @@ def gd_edge_of_stability(
     if hs.ndim != 1 or hs.size == 0 or not np.all(np.isfinite(hs)) or np.any(hs <= 0):
         raise ValueError(f"h must be a positive learning rate or a non-empty sequence of them, got {h!r}.")
     for name, val, lo in (("steps", steps, 0), ("eig_every", eig_every, 1), ("k", k, 1), ("num_iter", num_iter, 1)):
-        if isinstance(val, bool) or int(val) != val or val < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {val!r}.")
+        check_int(val, name, minimum=lo)
     if k > num_iter:
         raise ValueError(f"k = {k} eigenpairs need num_iter >= k Lanczos iterations, got num_iter = {num_iter}.")
     if on_divergence not in ("raise", "stop"):
@@ -374,8 +374,8 @@ def gd_edge_of_stability(
     per_run = _bytes_per_run(x.shape[0], [x.shape[1]] + widths, D, k, num_iter, np.dtype(dtype).itemsize, chunk_size)
     if max_parallel is None:
         max_parallel = max(1, int(_memory_limit() // max(per_run, 1)))
-    elif isinstance(max_parallel, bool) or int(max_parallel) != max_parallel or max_parallel < 1:
-        raise ValueError(f"max_parallel must be a positive integer, got {max_parallel!r}.")
+    else:
+        check_int(max_parallel, "max_parallel", hint="It is the most learning rates run side by side (vmap).")
     groups = [hs[i : i + max_parallel] for i in range(0, hs.size, int(max_parallel))]
 
     key = jax.random.key(0) if key is None else key
@@ -496,7 +496,10 @@ def _run_group(hs, flat0, dtype, D, steps, eig_every, k, gd_chunk_v, eig_solve_v
             sign = jnp.where(jnp.einsum("rdk,rdk->rk", U, prev_u) < 0, -1.0, 1.0).astype(dtype)
             U, proj = U * sign[:, None, :], proj * sign
         prev_u = U
-        v0 = jnp.sum(U, axis=2)  # warm start: the span of the previous top-k directions
+        # warm start: the span of the previous top-k directions; a run whose solve was NaN (on
+        # diverged parameters) keeps its finite start, as Lanczos refuses a NaN start vector
+        warm = jnp.sum(U, axis=2)
+        v0 = jnp.where(jnp.all(jnp.isfinite(warm), axis=1, keepdims=True), warm, v0)
         eig["step"].append(np.where(record, np.where(active, n0, stopped_at), -1))
         eig["lam"].append(np.where(record[:, None], np.asarray(lam), np.nan))
         eig["proj"].append(np.where(record[:, None], np.asarray(proj), np.nan))

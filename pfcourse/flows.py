@@ -25,6 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+# check_learning_rate and check_finite stay importable from here too (the widgets call flows.check_learning_rate).
+from ._checks import (check_finite, check_int, check_learning_rate, check_scalar_loss, check_symmetric,
+                      flat_loss, is_concrete, require_finite)
+
 PyTree = Any
 Field = Callable[[PyTree], PyTree]
 Branch = Literal["side", "principal", "positive_cut"]
@@ -57,41 +61,17 @@ class DivergenceError(FloatingPointError):
 # --------------------------------------------------------------------------- input checks
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
+_FIELD_NOT_FINITE = "the field is not finite at theta"
 
 
-def check_learning_rate(h) -> None:
-    """Raise a ``ValueError`` unless ``h`` is a positive finite real number (traced values pass)."""
-    if not _is_concrete(h):
-        return
-    arr = np.asarray(h)
-    if arr.ndim != 0 or not np.isrealobj(arr):
-        raise ValueError(f"the learning rate h must be a real scalar, got {h!r}.")
-    if not np.isfinite(arr) or arr <= 0:
-        raise ValueError(
-            f"the learning rate h must be positive and finite, got h = {float(arr)}. "
-            "GD with h <= 0 does not descend; pass a value such as h = 0.1."
-        )
-
-
-def check_finite(tree: PyTree, name: str = "theta") -> None:
-    """Raise a ``ValueError`` if any leaf of a concrete pytree has a NaN or an infinity."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    if not leaves:
-        raise ValueError(f"{name} is empty: pass an array (or pytree of arrays) of parameters.")
-    for leaf in leaves:
-        if _is_concrete(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(f"{name} has non-finite entries (NaN or inf): start from finite values.")
-
-
-def _check_scalar_loss(E: Callable, theta: PyTree) -> None:
-    out = jax.eval_shape(E, theta)
-    if getattr(out, "shape", None) != ():
-        raise ValueError(
-            f"the loss E must return a scalar, but E(theta) has shape {out.shape}; "
-            "reduce it, e.g. with jnp.sum or jnp.mean."
-        )
+def _finite_state(theta: PyTree, who: str) -> PyTree:
+    """``theta`` if it is finite; else a ``ValueError`` (concrete) or a run-time error (traced)."""
+    return require_finite(
+        theta,
+        f"{who}: {_FIELD_NOT_FINITE}: theta has non-finite entries (NaN or inf). "
+        "Evaluate it at finite parameters; inside integrate this means the flow diverged before "
+        "this point, so integrate over a shorter time span.",
+    )
 
 
 # --------------------------------------------------------------------------- gradient descent
@@ -113,24 +93,51 @@ def gradient_descent(E: Callable[[PyTree], jax.Array], theta0: PyTree, h: float,
       The iterates :math:`\theta_0, \dots, \theta_n` stacked on a new leading axis (length ``steps + 1``).
 
     Raises:
-      ValueError: ``h <= 0``, ``steps < 0``, non-finite ``theta0`` or a non-scalar loss.
-      DivergenceError: an iterate overflowed; the message names the step.
+      ValueError: ``h <= 0``, ``steps`` not an integer ``>= 0``, non-finite ``theta0`` or a non-scalar loss.
+      DivergenceError: an iterate is not finite; the message names the step, and says whether the
+        iterates blew up (a learning rate above the stability threshold) or the gradient was NaN
+        at an ordinary point (the loss is undefined there).
     """
     check_learning_rate(h)
     check_finite(theta0, "theta0")
-    if int(steps) != steps or steps < 0:
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}.")
-    _check_scalar_loss(E, theta0)
-    iterates = _gd_scan(E, theta0, h, int(steps))
-    flat = jax.vmap(lambda t: ravel_pytree(t)[0])(iterates)
-    bad = ~np.all(np.isfinite(np.asarray(flat)), axis=1)
+    steps = check_int(steps, "steps", minimum=0)
+    check_scalar_loss(E, theta0)
+    iterates = _gd_scan(E, theta0, h, steps)
+    flat = np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(iterates))
+    bad = ~np.all(np.isfinite(flat), axis=1)
     if bad.any():
         n = int(np.argmax(bad))
+        _raise_nan_gradient(E, iterates, flat, n)
         raise DivergenceError(
             f"gradient descent diverged: iterate {n} of {steps} is not finite (h = {h}). "
             "The learning rate is above the stability threshold 2/lambda_max here; reduce h or the number of steps."
         )
     return iterates
+
+
+def _raise_nan_gradient(E, iterates, flat, n: int) -> None:
+    """Raise ``DivergenceError`` if iterate ``n`` is not finite because the gradient at the finite,
+    not-grown iterate ``n - 1`` is not: the loss, not the learning rate, is at fault there.
+
+    A divergence grows the iterates by many orders of magnitude before they overflow; a loss that
+    is not differentiable (``sqrt`` or ``log`` at or below 0, ``0/0``) gives a NaN gradient at an
+    ordinary point. "Ordinary" is: no entry above ``1e6 * max(1, max |theta_0|)``.
+    """
+    prev = flat[n - 1]
+    if np.max(np.abs(prev)) > 1e6 * max(1.0, float(np.max(np.abs(flat[0]), initial=0.0))):
+        return
+    theta = jax.tree_util.tree_map(lambda a: a[n - 1], iterates)
+    g = np.asarray(ravel_pytree(jax.grad(E)(theta))[0])
+    if np.all(np.isfinite(g)):
+        return
+    kind = "NaN" if np.any(np.isnan(g)) else "infinite"
+    raise DivergenceError(
+        f"gradient descent: the gradient of E is {kind} at iterate {n - 1}, an ordinary finite point "
+        f"(max |theta| = {np.max(np.abs(prev)):.3g}), so iterate {n} is not finite. This is a {kind} "
+        "gradient, not a learning rate above 2/lambda_max: the loss is undefined or not "
+        "differentiable there (sqrt or log at or below 0, 0/0, an overflow inside E). Fix the loss "
+        "there, e.g. clip its argument or add a small epsilon."
+    )
 
 
 @eqx.filter_jit
@@ -154,11 +161,14 @@ def gradient_flow(E: Callable[[PyTree], jax.Array]) -> Field:
     Book: chapter 1, §Gradient flow.
 
     Returns:
-      The field ``theta -> -grad E(theta)`` over any pytree.
+      The field ``theta -> -grad E(theta)`` over any pytree. At a ``theta`` with a NaN or an
+      infinity it raises (a ``ValueError``, or equinox's runtime error under ``jit``) instead of
+      returning NaN; so do all the fields below.
     """
     grad = jax.grad(E)
 
     def field(theta):
+        theta = _finite_state(theta, "gradient_flow")
         return jax.tree_util.tree_map(jnp.negative, grad(theta))
 
     return field
@@ -176,6 +186,7 @@ def igr_flow(E: Callable[[PyTree], jax.Array], h: float) -> Field:
     grad = jax.grad(E)
 
     def field(theta):
+        theta = _finite_state(theta, "igr_flow")
         g, hg = jax.jvp(grad, (theta,), (grad(theta),))
         return jax.tree_util.tree_map(lambda a, b: -a - 0.5 * h * b, g, hg)
 
@@ -238,11 +249,6 @@ def pf_coefficient(x: jax.Array, branch: Branch = "side") -> jax.Array:
     return jnp.where(small, series, ratio)
 
 
-def _flat_loss(E: Callable, theta: PyTree):
-    flat, unravel = ravel_pytree(theta)
-    return (lambda v: E(unravel(v))), flat, unravel
-
-
 def principal_flow(E: Callable[[PyTree], jax.Array], h: float, branch: Branch = "side") -> Field:
     r"""The principal flow (PF) of gradient descent with learning rate ``h``.
 
@@ -281,7 +287,7 @@ def principal_flow(E: Callable[[PyTree], jax.Array], h: float, branch: Branch = 
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}.")
 
     def field(theta):
-        e, flat, unravel = _flat_loss(E, theta)
+        flat, unravel, e = flat_loss(E, _finite_state(theta, "principal_flow"))
         if jnp.iscomplexobj(flat):
             grad = jax.grad(e, holomorphic=True)
             g = grad(flat)
@@ -341,9 +347,8 @@ def quadratic_pf_solution(A, theta0, h: float, ts, center=None) -> jax.Array:
         raise ValueError(f"A must be a square matrix, got shape {A.shape}.")
     if theta0.shape != (A.shape[0],):
         raise ValueError(f"theta0 must have shape ({A.shape[0]},) to match A {A.shape}, got {theta0.shape}.")
-    if _is_concrete(A) and not np.allclose(np.asarray(A), np.asarray(A).T, rtol=1e-12, atol=1e-12):
-        raise ValueError("A must be symmetric (it is a Hessian); symmetrise it with (A + A.T) / 2.")
-    if _is_concrete(ts) and np.any(np.asarray(ts) < 0):
+    A = check_symmetric(A, "quadratic_pf_solution: A (a Hessian)")
+    if is_concrete(ts) and np.any(np.asarray(ts) < 0):
         raise ValueError("times ts must be non-negative.")
     check_finite(theta0, "theta0")
     c = jnp.zeros_like(theta0) if center is None else jnp.asarray(center)
@@ -412,13 +417,16 @@ def integrate(
       field: ``theta -> dtheta/dt`` (e.g. :func:`principal_flow`).
       theta0: the state at time ``ts[0]`` (a pytree).
       ts: strictly increasing times, shape ``(T,)``, ``T >= 1``.
+      substeps: RK4 steps per interval of ``ts`` (``method="rk4"``), a positive integer.
+      max_steps: most steps of the adaptive solvers, a positive integer.
       return_stats: also return ``{"field_evaluations": int, "steps": int}``.
 
     Returns:
       The states at ``ts``, stacked on a leading axis (complex if the flow is).
 
     Raises:
-      ValueError: bad ``ts``, non-finite ``theta0``, unknown method.
+      ValueError: bad ``ts`` (empty, not increasing), non-finite ``theta0``, unknown method,
+        ``substeps`` or ``max_steps`` not a positive integer; all before any work.
       DivergenceError: the solution left the finite numbers.
     """
     if method not in ("dopri8", "tsit5", "rk4"):
@@ -427,10 +435,13 @@ def integrate(
     ts = jnp.atleast_1d(jnp.asarray(ts, dtype=ravel_pytree(theta0)[0].real.dtype))
     if ts.ndim != 1:
         raise ValueError(f"ts must be a 1-D array of times, got shape {ts.shape}.")
+    if ts.size == 0:
+        raise ValueError("ts is empty: pass at least the start time ts[0] (where the state is theta0), "
+                         "e.g. ts = jnp.linspace(0.0, 10.0, 101).")
     if ts.size > 1 and not np.all(np.diff(np.asarray(ts)) > 0):
         raise ValueError("ts must be strictly increasing.")
-    if substeps < 1 or int(substeps) != substeps:
-        raise ValueError(f"substeps must be a positive integer, got {substeps!r}.")
+    substeps = check_int(substeps, "substeps", hint="It is the number of RK4 steps between consecutive times.")
+    max_steps = check_int(max_steps, "max_steps", hint="It caps the adaptive solver's steps; the default is 100_000.")
     out = jax.eval_shape(field, theta0)
     out_leaves, in_leaves = jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(theta0)
     if [l.shape for l in out_leaves] != [jnp.shape(l) for l in in_leaves]:
@@ -442,18 +453,26 @@ def integrate(
     def vf(y):
         return to_real(field(to_tree(y)))
 
-    if ts.size == 1:
-        ys, stats = y0[None], {"field_evaluations": 0, "steps": 0}
-    elif method == "rk4":
-        ys = _rk4(vf, y0, ts, int(substeps))
-        n = (ts.size - 1) * int(substeps)
-        stats = {"field_evaluations": 4 * n, "steps": n}
-    else:
-        ys, nsteps = _diffrax(vf, y0, ts, method, rtol, atol, int(max_steps))
-        # Dopri8 has 14 stages, Tsit5 7; both are FSAL (first same as last), so each step (accepted
-        # or rejected) costs one fewer new evaluation; the initial step-size choice costs 2.
-        stages = {"dopri8": 13, "tsit5": 6}[method]
-        stats = {"field_evaluations": stages * int(nsteps) + 2, "steps": int(nsteps)}
+    try:
+        if ts.size == 1:
+            ys, stats = y0[None], {"field_evaluations": 0, "steps": 0}
+        elif method == "rk4":
+            ys = _rk4(vf, y0, ts, substeps)
+            n = (ts.size - 1) * substeps
+            stats = {"field_evaluations": 4 * n, "steps": n}
+        else:
+            ys, nsteps = _diffrax(vf, y0, ts, method, rtol, atol, max_steps)
+            # Dopri8 has 14 stages, Tsit5 7; both are FSAL (first same as last), so each step (accepted
+            # or rejected) costs one fewer new evaluation; the initial step-size choice costs 2.
+            stages = {"dopri8": 13, "tsit5": 6}[method]
+            stats = {"field_evaluations": stages * int(nsteps) + 2, "steps": int(nsteps)}
+    except eqx.EquinoxRuntimeError as err:  # one of our fields was called at a NaN/inf state
+        if _FIELD_NOT_FINITE not in str(err):
+            raise
+        raise DivergenceError(
+            f"integrate: the state became NaN or inf between t = {float(ts[0])} and t = {float(ts[-1])} "
+            "(the field was evaluated there): the flow diverged. Integrate over a shorter time span."
+        ) from err
     bad = ~np.all(np.isfinite(np.asarray(ys)), axis=1)
     if bad.any():
         k = int(np.argmax(bad))
@@ -555,7 +574,8 @@ def pf_corrected_flow(E: Callable[[PyTree], jax.Array], h: float, branch: Branch
     pf = principal_flow(E, h, branch)
 
     def field(theta):
-        e, flat, unravel = _flat_loss(E, theta)
+        theta = _finite_state(theta, "pf_corrected_flow")  # checked before pf's own check runs
+        flat, unravel, e = flat_loss(E, theta)
         grad = _holomorphic_grad(e, flat)
         correction = _third_derivative_term(grad, flat, grad(flat))
         principal = ravel_pytree(pf(theta))[0]
@@ -578,7 +598,7 @@ def third_order_flow(E: Callable[[PyTree], jax.Array], h: float) -> Field:
     check_learning_rate(h)
 
     def field(theta):
-        e, flat, unravel = _flat_loss(E, theta)
+        flat, unravel, e = flat_loss(E, _finite_state(theta, "third_order_flow"))
         grad = _holomorphic_grad(e, flat)
         g = grad(flat)
         Hg = jax.jvp(grad, (flat,), (g,))[1]

@@ -9,8 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+import functools
+
 import jax.numpy as jnp
 import numpy as np
+
+from ._checks import check_shape
 
 __all__ = ["Landscape", "quadratic", "saddle", "double_well", "rosenbrock", "local_minimum"]
 
@@ -27,6 +31,10 @@ class Landscape:
       minima: the known local minima (each an array of shape ``(dim,)``).
       start: a starting point that the chapters use.
       bounds: ``((xmin, xmax), (ymin, ymax))`` for contour plots of 2-D losses.
+
+    ``loss`` and ``hessian`` refuse a ``theta`` whose shape is not ``(dim,)`` with a ``ValueError``
+    (the formulas index ``theta[0]``, ``theta[1]`` or broadcast, so a wrong length would otherwise
+    give a number, and gradient descent would run on the wrong problem). Batch with ``jax.vmap``.
     """
 
     name: str
@@ -37,6 +45,27 @@ class Landscape:
     start: Optional[np.ndarray] = None
     bounds: tuple = ((-2.0, 2.0), (-2.0, 2.0))
     params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "loss", _shape_checked(self.loss, self.dim, f"{self.name} loss"))
+        if self.hessian is not None:
+            object.__setattr__(self, "hessian", _shape_checked(self.hessian, self.dim, f"{self.name} hessian"))
+
+
+def _shape_checked(fn: Callable, dim: int, what: str) -> Callable:
+    """``fn`` with its argument checked to have shape ``(dim,)`` (once: a checked ``fn`` is returned as is)."""
+    if getattr(fn, "_checked_dim", None) == dim:
+        return fn
+
+    @functools.wraps(fn)
+    def checked(theta):
+        check_shape(theta, (dim,), f"{what}: theta",
+                    f"This landscape has {dim} parameters; pass one point of shape ({dim},) "
+                    "(use jax.vmap for a batch of points).")
+        return fn(theta)
+
+    checked._checked_dim = dim
+    return checked
 
 
 def quadratic(eigenvalues, angle: float = 0.0, eigenvectors=None, center=None) -> Landscape:

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import check_int
+
 PyTree = Any
 Apply = Callable[[PyTree, jax.Array], jax.Array]
 
@@ -269,8 +271,8 @@ def loss_and_accuracy(apply: Apply, x, y, labels=None, kind: str = "square", chu
     labels = jnp.asarray(labels)
     if labels.shape != (n,):
         raise ValueError(f"labels must have shape ({n},), got {labels.shape}.")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}.")
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size", hint="It is the number of examples per chunk of the loss (None: all at once).")
     if chunk_size is None or chunk_size >= n:
         def f(params):
             out = apply(params, x)

@@ -30,9 +30,14 @@ arguments (arrays a jitted function closes over are baked into the program as co
     sharpness_fn = jax.jit(lambda p, X, Y: sharpness(lambda q: loss(q, X, Y), p))
     lam0 = sharpness_fn(params, X, Y)
 
-Input checks that need concrete values (finite parameters, a non-zero start vector) run only
-outside ``jit``. The module never changes JAX's global configuration: it computes in the dtype
-of the parameters (float32 or float64).
+Input checks of shapes and types run everywhere. Checks of values run on concrete inputs at once
+(``ValueError``), and two also under ``jit``, through :func:`equinox.error_if`: a start vector with
+a NaN (:func:`lanczos`, :func:`power_iteration`) and a traced dense matrix that is not symmetric
+(:func:`eigh_descending`, :func:`lanczos`). Their message arrives as an ``equinox.EquinoxRuntimeError``
+under ``equinox.filter_jit`` (under ``jax.jit`` it ends a longer ``JaxRuntimeError`` that starts
+"INTERNAL: CpuCallback error"); so jit with ``equinox.filter_jit`` to read it plainly. Non-finite
+parameters are refused outside ``jit`` only. The module never changes JAX's global configuration:
+it computes in the dtype of the parameters (float32 or float64).
 """
 from __future__ import annotations
 
@@ -42,7 +47,9 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
+
+from ._checks import (check_finite, check_int, check_scalar_loss, check_symmetric, flat_loss, is_concrete,
+                      require_finite)
 
 PyTree = Any
 Loss = Callable[[PyTree], jax.Array]
@@ -66,27 +73,18 @@ __all__ = [
 # --------------------------------------------------------------------------- input checks
 
 
-def _is_concrete(x) -> bool:
-    return not isinstance(x, jax.core.Tracer)
-
-
-def _check_finite(tree: PyTree, name: str) -> None:
-    for leaf in jax.tree_util.tree_leaves(tree):
-        if _is_concrete(leaf) and not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(
-                f"{name} has non-finite entries (NaN or inf); the Hessian there is undefined. "
-                "Pass finite parameters (did the training run diverge?)."
-            )
-
-
 def _shapes(tree: PyTree) -> PyTree:
     return jax.tree_util.tree_map(lambda x: tuple(jnp.shape(x)), tree)
 
 
-def _flat_loss(E: Loss, params: PyTree):
-    """``(flat_params, E_flat)`` with ``E_flat(x) = E(unravel(x))`` over ``x`` of shape ``(D,)``."""
-    flat, unravel = ravel_pytree(params)
-    return flat, lambda x: E(unravel(x))
+def _finite_start(v0: jax.Array, who: str) -> jax.Array:
+    """``v0`` if finite; else a ``ValueError`` (concrete) or equinox's run-time error (traced)."""
+    return require_finite(
+        v0,
+        f"{who}: the start vector v0 has NaN or inf entries, so every eigenvalue would come out NaN. Pass a "
+        "finite vector (a warm start taken from a diverged run is NaN: start from a random one, "
+        "jax.random.normal(key, (dim,))).",
+    )
 
 
 # --------------------------------------------------------------------------- chapter 3
@@ -113,7 +111,8 @@ def hvp(E: Loss, params: PyTree, v: PyTree) -> PyTree:
         :math:`Hv`, a pytree like ``params``.
 
     Raises:
-        ValueError: if ``v`` does not have the structure and shapes of ``params``.
+        ValueError: if ``v`` does not have the structure and shapes of ``params``, or ``E`` does not
+            return a scalar.
 
     References:
         Pearlmutter, "Fast exact multiplication by the Hessian", Neural Computation 1994
@@ -129,6 +128,7 @@ def hvp(E: Loss, params: PyTree, v: PyTree) -> PyTree:
             "hvp: v must have the same structure and leaf shapes as params. "
             f"Expected {_shapes(params)}, got {_shapes(v)}."
         )
+    check_scalar_loss(E, params, "hvp")
     v = jax.tree_util.tree_map(lambda p, t: jnp.asarray(t, dtype=jnp.result_type(p)), params, v)
     return jax.jvp(jax.grad(E), (params,), (v,))[1]
 
@@ -148,9 +148,13 @@ def hessian(E: Loss, params: PyTree) -> jax.Array:
     Returns:
         ``H``, shape ``(D, D)``, dtype of the flattened parameters.
 
+    Raises:
+        ValueError: if ``E`` does not return a scalar (the Hessian of a vector-valued function
+            would be a 3-D array).
+
     Book: chapter 3, §The spectrum of the Hessian.
     """
-    flat, E_flat = _flat_loss(E, params)
+    flat, _, E_flat = flat_loss(E, params)
     H = jax.hessian(E_flat)(flat)
     return 0.5 * (H + H.T)
 
@@ -159,7 +163,9 @@ def eigh_descending(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
     r"""Eigendecomposition :math:`A = U\,\mathrm{diag}(\lambda)\,U^\top` of a symmetric matrix, largest first.
 
     ``numpy.linalg.eigh`` / ``jnp.linalg.eigh`` sort ascending; this reverses the order so that
-    ``eigenvalues[0]`` is :math:`\lambda_0 = \max_i \lambda_i`.
+    ``eigenvalues[0]`` is :math:`\lambda_0 = \max_i \lambda_i`. ``eigh`` silently returns the
+    eigenvalues of a different matrix when ``matrix`` is not symmetric, so symmetry is checked:
+    :math:`\max|A - A^\top| \le \sqrt{\varepsilon}\max|A|`, :math:`\varepsilon` of the dtype.
 
     Args:
         matrix: symmetric, shape ``(D, D)``.
@@ -167,6 +173,10 @@ def eigh_descending(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
     Returns:
         ``(eigenvalues, eigenvectors)``: shapes ``(D,)`` (descending) and ``(D, D)`` with the unit
         eigenvector of ``eigenvalues[i]`` in column ``i`` (its sign is arbitrary).
+
+    Raises:
+        ValueError: if ``matrix`` is not square, or (concrete) not symmetric; a traced matrix that
+            is not symmetric raises equinox's run-time error.
 
     References:
         Golub & Van Loan, *Matrix Computations*, 4th ed., ch. 8 [golub2013matrix].
@@ -176,6 +186,10 @@ def eigh_descending(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
     matrix = jnp.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"eigh_descending needs a square matrix, got shape {matrix.shape}.")
+    return _eigh_descending(check_symmetric(matrix, "eigh_descending: the matrix"))
+
+
+def _eigh_descending(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
     w, U = jnp.linalg.eigh(matrix)
     return w[::-1], U[:, ::-1]
 
@@ -199,7 +213,7 @@ def hessian_eigh(E: Loss, params: PyTree) -> tuple[jax.Array, jax.Array]:
 
     Book: chapter 3, §The spectrum of the Hessian.
     """
-    return eigh_descending(hessian(E, params))
+    return _eigh_descending(hessian(E, params))  # hessian() is exactly symmetric: no check needed
 
 
 # --------------------------------------------------------------------------- chapter 6
@@ -219,18 +233,18 @@ def _orthogonalise(Q: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 def _check_krylov_sizes(k: int, num_iter: int, dim: int) -> None:
     for name, val in (("k", k), ("num_iter", num_iter)):
-        if not isinstance(val, (int, np.integer)) or isinstance(val, bool):
-            raise ValueError(f"{name} must be a Python int (it fixes array shapes), got {val!r}.")
-    if not 1 <= k <= num_iter <= dim:
-        raise ValueError(
-            f"Lanczos needs 1 <= k <= num_iter <= dim, got k={k}, num_iter={num_iter}, dim={dim}. "
-            "k Ritz pairs need at least k Krylov vectors, and at most dim orthogonal vectors exist: "
-            f"lower k or raise num_iter (num_iter = dim = {dim} gives the exact spectrum)."
-        )
+        check_int(val, name, hint="It fixes array shapes, so it must be a Python int (not traced).")
+    if not k <= num_iter <= dim:
+        if k > num_iter:
+            fix = f"k Ritz pairs need at least k Krylov vectors: raise num_iter to at least k = {k}, or lower k."
+        else:
+            fix = (f"at most dim = {dim} orthogonal Krylov vectors exist: lower num_iter to at most {dim} "
+                   f"(num_iter = dim = {dim} gives the exact spectrum).")
+        raise ValueError(f"Lanczos needs 1 <= k <= num_iter <= dim, got k={k}, num_iter={num_iter}, dim={dim}; {fix}")
 
 
 def lanczos(
-    matvec: Matvec,
+    matvec: Matvec | jax.Array,
     dim_or_v0: int | jax.Array,
     k: int = 1,
     num_iter: int = 20,
@@ -271,8 +285,15 @@ def lanczos(
     is a ``lax.fori_loop`` over a preallocated basis, so the whole call is jit-able (``k`` and
     ``num_iter`` fix shapes and must be Python ints).
 
+    Symmetry is assumed, not checked, for an operator: Lanczos on a non-symmetric ``A`` returns
+    numbers that are not its eigenvalues (for ``A = [[1, 10], [0, 2]]``, eigenvalues 1 and 2, it
+    returns 11.06 and -8.06), and without a warning. A dense matrix passed instead of
+    ``matvec`` is checked, as in :func:`eigh_descending`.
+
     Args:
-        matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)``.
+        matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)`` (symmetry
+            is assumed: a Hessian-vector product is symmetric); or the symmetric matrix ``A``
+            itself, shape ``(dim, dim)``, whose symmetry is checked.
         dim_or_v0: either ``dim`` (an int: start from a random vector drawn with ``key``), or a
             start vector ``v0`` of shape ``(dim,)`` (a warm start, e.g. the previous Ritz vector).
         k: number of eigenpairs returned, ``1 <= k <= num_iter``.
@@ -286,8 +307,10 @@ def lanczos(
         descending, and the unit Ritz vectors as columns of a ``(dim, k)`` array (signs arbitrary).
 
     Raises:
-        ValueError: unless ``1 <= k <= num_iter <= dim``; if ``v0`` is not 1-D or is zero; if
-            ``matvec`` does not map ``(dim,)`` to ``(dim,)``.
+        ValueError: unless ``1 <= k <= num_iter <= dim``; if ``v0`` is not 1-D, is zero or has a
+            NaN or an infinity; if ``matvec`` does not map ``(dim,)`` to ``(dim,)``; if a dense
+            matrix is not square or not symmetric. Under ``jit`` a traced ``v0`` with a NaN or
+            infinity, or a traced non-symmetric matrix, raises equinox's run-time error.
 
     References:
         Lanczos, J. Res. Nat. Bur. Standards 1950 [lanczos1950iteration];
@@ -296,7 +319,7 @@ def lanczos(
     Book: chapter 6, §Tracking sharpness.
     """
     if isinstance(dim_or_v0, (int, np.integer)) and not isinstance(dim_or_v0, bool):
-        dim = int(dim_or_v0)
+        dim = check_int(dim_or_v0, "lanczos: dim")
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
         key = jax.random.key(0) if key is None else key
         v0 = jax.random.normal(key, (dim,), dtype=dtype) if dim > 0 else None
@@ -310,9 +333,17 @@ def lanczos(
         if not jnp.issubdtype(v0.dtype, jnp.floating):
             v0 = v0.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
         dim, dtype = v0.shape[0], v0.dtype
-        if _is_concrete(v0) and not np.any(np.asarray(v0)):
+        v0 = _finite_start(v0, "lanczos")
+        if is_concrete(v0) and not np.any(np.asarray(v0)):
             raise ValueError("lanczos: the start vector v0 is zero; pass a non-zero vector.")
     _check_krylov_sizes(k, num_iter, dim)
+    if not callable(matvec):
+        A = jnp.asarray(matvec)
+        if A.shape != (dim, dim):
+            raise ValueError(f"lanczos: a dense matrix must have shape ({dim}, {dim}) to act on vectors of "
+                             f"shape ({dim},), got {A.shape}. Pass a square matrix or a function x -> A x.")
+        A = check_symmetric(A, "lanczos: the matrix")
+        matvec = lambda x: A @ x  # noqa: E731
     out = jax.eval_shape(matvec, jax.ShapeDtypeStruct((dim,), dtype))
     if getattr(out, "shape", None) != (dim,):
         raise ValueError(
@@ -353,7 +384,7 @@ def lanczos(
 
     Q, alpha, beta = jax.lax.fori_loop(0, m, step, (Q, alpha, beta))
     T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    theta, S = eigh_descending(T)
+    theta, S = _eigh_descending(T)  # T is symmetric by construction
     return theta[:k], Q[:m].T @ S[:, :k]
 
 
@@ -390,7 +421,8 @@ def top_hessian_eigenpairs(
         ``ravel_pytree(params)[1](eigenvectors[:, i])``.
 
     Raises:
-        ValueError: if ``k > num_iter`` or ``k > D``, or ``v0`` is not of shape ``(D,)``.
+        ValueError: if ``k > num_iter`` or ``k > D``, ``v0`` is not of shape ``(D,)`` or not finite,
+            or ``E`` does not return a scalar.
 
     References:
         Pearlmutter 1994 [pearlmutter1994fast]; Lanczos 1950 [lanczos1950iteration];
@@ -398,7 +430,7 @@ def top_hessian_eigenpairs(
 
     Book: chapter 6, §Tracking sharpness.
     """
-    flat, E_flat = _flat_loss(E, params)
+    flat, _, E_flat = flat_loss(E, params)
     D = flat.shape[0]
     _check_krylov_sizes(k, num_iter, max(num_iter, D))  # k <= num_iter, before capping at D
     if k > D:
@@ -429,8 +461,10 @@ def power_iteration(matvec: Matvec, v0: jax.Array, num_iter: int = 100) -> tuple
         return v @ (A @ v), v
 
     Args:
-        matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)``.
-        v0: non-zero start vector, shape ``(dim,)``; its dtype is used throughout.
+        matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)``; symmetry is
+            assumed, not checked (a Hessian-vector product is symmetric).
+        v0: non-zero finite start vector, shape ``(dim,)``; its dtype is used throughout (a NaN
+            raises, under ``jit`` too).
         num_iter: number of iterations (a Python int, >= 1).
 
     Returns:
@@ -445,9 +479,9 @@ def power_iteration(matvec: Matvec, v0: jax.Array, num_iter: int = 100) -> tuple
     v0 = jnp.asarray(v0)
     if v0.ndim != 1:
         raise ValueError(f"power_iteration: v0 must have shape (dim,), got {v0.shape}.")
-    if not isinstance(num_iter, (int, np.integer)) or num_iter < 1:
-        raise ValueError(f"power_iteration: num_iter must be a positive int, got {num_iter!r}.")
-    if _is_concrete(v0) and not np.any(np.asarray(v0)):
+    check_int(num_iter, "power_iteration: num_iter", hint="It is the number of iterations.")
+    v0 = _finite_start(v0, "power_iteration")
+    if is_concrete(v0) and not np.any(np.asarray(v0)):
         raise ValueError("power_iteration: the start vector v0 is zero; pass a non-zero vector.")
 
     def normalise(w, v):
@@ -499,7 +533,7 @@ def sharpness(E: Loss, params: PyTree, method: str = "lanczos", **kw) -> jax.Arr
     """
     if method not in SHARPNESS_METHODS:
         raise ValueError(f"sharpness: unknown method {method!r}; choose one of {SHARPNESS_METHODS}.")
-    _check_finite(params, "params")
+    check_finite(params, "params", "the Hessian there is undefined. Pass finite parameters (did the training run diverge?).")
     if method == "dense":
         return hessian_eigh(E, params, **kw)[0][0]
     if method == "lanczos":
@@ -508,7 +542,7 @@ def sharpness(E: Loss, params: PyTree, method: str = "lanczos", **kw) -> jax.Arr
 
 
 def _power_sharpness(E: Loss, params: PyTree, num_iter: int = 100, key=None, v0=None) -> jax.Array:
-    flat, E_flat = _flat_loss(E, params)
+    flat, _, E_flat = flat_loss(E, params)
     if v0 is None:
         key = jax.random.key(0) if key is None else key
         v0 = jax.random.normal(key, flat.shape, flat.dtype)

@@ -41,11 +41,12 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
 import sympy
 from sympy.polys.domains import QQ
 from sympy.polys.rings import ring
+
+from ._checks import check_int
 
 __all__ = [
     "y",
@@ -84,16 +85,8 @@ f = sympy.Function("f")
 # ----------------------------------------------------------------------------------------------
 def _check_order(order, name: str = "order") -> int:
     """Return ``order`` as an ``int`` ≥ 1, or raise a ``ValueError`` saying what to pass."""
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
-        raise ValueError(
-            f"{name} must be a positive integer (1 = gradient flow, 2 = IGR, 5 = up to h^4 f_5), "
-            f"got {order!r} of type {type(order).__name__}."
-        )
-    if order < 1:
-        raise ValueError(
-            f"{name} must be a positive integer (1 = gradient flow, 2 = IGR, ...), got {order}."
-        )
-    return int(order)
+    return check_int(order, name, hint="It is the number of BEA terms: 1 = gradient flow, 2 = IGR, "
+                     "5 = up to h^4 f_5.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -375,9 +368,8 @@ def principal_coefficient(term: sympy.Expr, k: int) -> sympy.Rational:
     Returns:
         A SymPy rational (``0`` if the monomial is absent).
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
-        raise ValueError(f"k must be a non-negative integer (the power of f'), got {k!r}.")
-    key = (1, int(k))
+    k = check_int(k, "k", minimum=0, hint="It is the power of f'.")
+    key = (1, k)
     for exps, coeff in _monomials(term, max_jet=1).items():
         if exps[:2] == key and all(e == 0 for e in exps[2:]):
             return sympy.Rational(coeff)

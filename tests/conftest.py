@@ -1,8 +1,47 @@
 """Tests run in float64: the identities of the course are checked to ~1e-10."""
+import json
 import os
+import sys
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXECUTION_REPORT = ROOT / "_build" / "execution-report.json"
+
+
+@pytest.fixture(scope="session")
+def built_book():
+    """The book, built once per test run by `dev.build_book`: every chapter not in the execution cache
+    executed once (two at a time, in an empty folder as in Colab), the chapters that train networks once
+    more under a second floating-point backend, then the strict build. Returns (exit code, the runs).
+
+    The modules that use it are in the xdist group "book", so under `pytest -n 2 --dist loadgroup`
+    (what `python3 dev.py test` runs) one worker builds the book while the other runs the unit tests.
+    """
+    sys.path.insert(0, str(ROOT))
+    import dev
+
+    code = dev.build_book(second_backend=True, report=EXECUTION_REPORT)
+    runs = json.loads(EXECUTION_REPORT.read_text()) if EXECUTION_REPORT.exists() else []
+    return code, runs
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Seconds per test file (setup, call and teardown), longest first: where a run's time goes."""
+    totals: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if hasattr(report, "duration") and hasattr(report, "nodeid"):
+                name = report.nodeid.split("::")[0]
+                totals[name] = totals.get(name, 0.0) + report.duration
+    if totals:
+        terminalreporter.write_sep("-", "seconds per test file")
+        for name, seconds in sorted(totals.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{seconds:8.1f}  {name}")

@@ -63,6 +63,31 @@ def test_gd_escapes_the_sharp_minimum_only_at_large_h():
     np.testing.assert_allclose(ngf[-1], [1.0, 0.0], atol=1e-6)
 
 
+def test_above_the_landing_window_gd_diverges_except_at_h_085():
+    """Chapter 5, exercise ex-beyond-window: from (1.05, 0.01), GD diverges within 400 steps at h = 0.8,
+    0.825 and 0.875, but at h = 0.85 it ends on a period-2 orbit around the flat minimum (-1, 0), x
+    alternating about -1.071 and -0.913: there h * 2.4 > 2, so (-1, 0) is itself unstable along x.
+    The outcomes do not change when h moves by 1e-6."""
+    L = landscapes.local_minimum()
+    start = jnp.array([1.05, 0.01])
+    for h in (0.8, 0.825, 0.875, 0.8 + 1e-6, 0.875 - 1e-6):
+        with pytest.raises(flows.DivergenceError):
+            flows.gradient_descent(L.loss, start, jnp.asarray(h), 400)
+    for h in (0.85, 0.85 - 1e-6, 0.85 + 1e-6):
+        gd = np.asarray(flows.gradient_descent(L.loss, start, jnp.asarray(h), 400))
+        np.testing.assert_allclose(gd[-2:, 0], gd[-4:-2, 0], atol=1e-8)        # period 2
+        assert abs(gd[-1, 0] - gd[-2, 0]) > 0.1 and abs(np.mean(gd[-2:, 0]) + 1) < 0.01
+        assert np.all(np.abs(gd[-2:, 1]) < 1e-8)
+    assert 0.85 * L.params["global_curvatures"].max() > 2 > 0.775 * L.params["global_curvatures"].max()
+
+
+def test_rosenbrock_curvatures_at_the_minimum():
+    """Chapter 5: at (1, 1) the banana's Hessian has eigenvalues 501 -+ sqrt(250601) = 0.3994 and 1001.6."""
+    H = np.asarray(jax.hessian(landscapes.rosenbrock().loss)(jnp.array([1.0, 1.0])))
+    np.testing.assert_allclose(np.linalg.eigvalsh(H), [501 - np.sqrt(250601), 501 + np.sqrt(250601)], rtol=1e-12)
+    np.testing.assert_allclose(np.linalg.eigvalsh(H), [0.3994, 1001.6], rtol=1e-4)
+
+
 def test_pf_tracks_the_onset_of_the_escape_but_not_the_landing():
     """Chapter 5: at h = 0.7 the real part of the PF follows GD's first four steps (sign flips of y,
     doubling) within 5 %, then departs by more than 0.2 by step 6."""

@@ -256,6 +256,58 @@ def test_gd_on_the_saturating_toy_oscillates_with_the_predicted_sigma():
     assert abs(mean_loss - run.predicted_loss[-1]) < 0.02 * s2 / h
 
 
+def test_third_and_fourth_derivatives_decide_together_whether_the_2_cycle_attracts():
+    """Chapter 8, open problem 3: in 1-D, at h lambda = 2, GD's map f(x) = x - (2/E'') E'(x) has
+    f(f(x)) = x - 2 (3 E'''^2 - E'' E'''') / (3 E''^2) x^3 + O(x^4) (period-doubling normal form), so just
+    past h lambda = 2 GD settles on a small 2-cycle iff 3 E'''^2 > E'' E''''. With even slices (E''' = 0,
+    both toys of the chapter) only the sign of E'''' is left; with E''' != 0 a positive E'''' can still
+    give a 2-cycle. Checked with SymPy and by running GD at h = 2.02 on E = x^2/2 + a x^3/6 + b x^4/24."""
+    import sympy as sp
+
+    x, lam, a, b = sp.symbols("x lambda a b", real=True)
+    grad = lam * x + a * x**2 / 2 + b * x**3 / 6                 # E' with E'' = lam, E''' = a, E'''' = b at 0
+    f = x - 2 / lam * grad
+    ff = sp.series(sp.expand(f.subs(x, f)), x, 0, 4).removeO()
+    assert sp.simplify(ff.coeff(x, 1) - 1) == 0 and sp.simplify(ff.coeff(x, 2)) == 0
+    assert sp.simplify(ff.coeff(x, 3) + 2 * (3 * a**2 - b * lam) / (3 * lam**2)) == 0
+
+    def settles_on_a_small_2_cycle(a_, b_, h=2.02, steps=20000):
+        E = lambda t: t[0] ** 2 / 2 + a_ * t[0] ** 3 / 6 + b_ * t[0] ** 4 / 24
+        try:
+            xs = np.asarray(flows.gradient_descent(E, jnp.array([1e-3]), h, steps))[:, 0]
+        except flows.DivergenceError:
+            return False
+        tail = xs[-100:]
+        return bool(np.all(np.abs(tail) < 0.5) and np.all(tail[1:] * tail[:-1] < 0)
+                    and np.allclose(tail[2:], tail[:-2], atol=1e-10) and np.min(np.abs(tail)) > 1e-3)
+
+    # (E''', E''''), with 3 E'''^2 - E'' E'''' = 1, -1, 2, -1
+    assert settles_on_a_small_2_cycle(0.0, -1.0)          # log cosh-like: negative fourth derivative
+    assert not settles_on_a_small_2_cycle(0.0, 1.0)
+    assert settles_on_a_small_2_cycle(1.0, 1.0)           # positive fourth derivative, yet a 2-cycle
+    assert not settles_on_a_small_2_cycle(1.0, 4.0)
+
+
+def test_the_complex_pf_has_no_net_push_down_grad_S():
+    """Chapters 6 and 8: on E = (4 - y) log cosh x + 0.02 y at h = 0.5 from (0.05, 0.1), GD's y is pushed up
+    the slope by exactly h sum log cosh x_k (0.060 by step 40) and is back at the edge (h lambda(y) within
+    1% of 2) by step 60, while the real part of the side-branch PF (RK4, 40 substeps) stays within 0.02 of
+    gradient flow's line 0.1 - 0.01 n: the phase of z^2 averages the push out."""
+    h = 0.5
+    E = lambda th: (4.0 - th[1]) * jnp.log(jnp.cosh(th[0])) + 0.02 * th[1]
+    n = np.arange(41)
+    gd = np.asarray(flows.gradient_descent(E, jnp.array([0.05, 0.1]), h, 60))
+    pf = np.asarray(flows.integrate(flows.principal_flow(E, h), jnp.array([0.05, 0.1], dtype=complex), h * n,
+                                    method="rk4", substeps=40))
+    line = 0.1 - 0.01 * n
+    push = h * np.concatenate([[0.0], np.cumsum(np.log(np.cosh(gd[:40, 0])))])
+    np.testing.assert_allclose(gd[:41, 1] - line, push, atol=1e-12)
+    assert push[40] > 0.03
+    assert abs(h * (4.0 - gd[60, 1]) - 2.0) < 0.02
+    assert np.max(np.abs(pf[:, 1].real - line)) < 0.02
+    assert h * (4.0 - pf[40, 1].real) > 2.1                    # still sharpening at gradient flow's pace
+
+
 # ---------------------------------------------------------------- the chapter's run (book/08_central_flow.md)
 
 def chapter_problem():

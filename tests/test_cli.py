@@ -66,3 +66,29 @@ def test_module_entry_point_help():
     done = subprocess.run([sys.executable, "-m", "pfcourse", "eos", "--help"], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and "--eig-every" in done.stdout
+
+
+def test_unwritable_out_is_refused_before_training(tmp_path, capsys):
+    """--out used to be checked only after training, so the whole run was lost."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out in (blocker, blocker / "run"):
+        assert main(TINY + ["--lr", "0.2", "--no-plot", "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        assert "is not a writable folder" in captured.err and "pass another --out" in captured.err
+        assert "data:" not in captured.out  # refused before the data were even loaded
+
+
+def test_cache_dir_that_is_a_file_gives_the_data_modules_error(tmp_path, capsys):
+    """A --cache-dir that is a file used to end in a bare FileExistsError from mkdir."""
+    from pfcourse import data
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("not a folder")
+    args = ["eos", "--dataset", "cifar10", "--n-train", "60", "--hidden", "8", "--steps", "2", "--quiet",
+            "--no-plot", "--cache-dir", str(blocker), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    for cache in (blocker, blocker / "sub"):
+        with pytest.raises(ValueError, match="is a file, not a folder.*cache_dir"):
+            data.load_cifar10(n_train=10, cache_dir=cache, download=True)

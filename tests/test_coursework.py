@@ -1,6 +1,6 @@
 """Coursework: exercises in every chapter, assignments, student versions and the autograder.
 
-The grading tests run the real command line (``python -m pfcourse.coursework grade``) once, on a
+The grading tests run the real command line (``python -m pfcourse_instructor grade``) once, on a
 folder with the instructor and student versions of every assignment and five fake submissions of
 assignment 1: correct (written differently, cell metadata stripped), wrong, crashing (kills the
 kernel), looping (ignores interrupts) and one with deleted cells.
@@ -18,9 +18,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pfcourse.coursework import assignments, myst, notebooks
-from pfcourse.coursework.assignments import AssignmentError, load_assignment, solution_lines, stub_solution
-from pfcourse.coursework.runner import KernelSession
+from pfcourse_instructor import assignments, chapter_check, common, myst, notebooks
+from pfcourse_instructor.assignments import AssignmentError, load_assignment, solution_lines, stub_solution
+from pfcourse_instructor.runner import KernelSession
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = notebooks.chapter_sources(ROOT)
@@ -48,6 +48,22 @@ def test_chapter_has_an_assignment_or_is_listed_as_pending(chapter):
     assert has or chapter.stem in PENDING, (
         f"{chapter.name} has no assignment: write coursework/{chapter.name} or list it in coursework/pending.txt")
     assert not (has and chapter.stem in PENDING), f"{chapter.stem} has an assignment: remove it from pending.txt"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_passes_the_directive_lint(chapter):
+    assert not chapter_check.lint_chapter(chapter)
+
+
+def test_directive_lint_flags_a_code_cell_nested_in_a_solution(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text(":::{exercise}\n:label: ex-one\n\nDo it.\n:::\n\n"
+                    "::::{solution} ex-one\n:class: dropdown\n\n```{code-cell} ipython3\nprint(1)\n```\n::::\n\n"
+                    ":::{solution-start} ex-one\n:::\n\n```{code-cell} ipython3\nprint(2)\n```\n\n"
+                    ":::{solution-end}\n:::\n")
+    problems = chapter_check.lint_chapter(page)
+    assert len(problems) == 1 and f"{page}:10:" in problems[0] and "{solution}" in problems[0], problems
+    assert chapter_check.check_chapter(page) == problems         # a lint problem: not executed
 
 
 # ---------------------------------------------------------------- assignment sources
@@ -80,6 +96,7 @@ def _toy_repository(tmp_path: Path, assignment_body: str) -> Path:
     (tmp_path / "book").mkdir()
     (tmp_path / "coursework").mkdir()
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools", dirs_exist_ok=True)  # its local_extensions
     (tmp_path / "book" / "01_toy.md").write_text(
         "# Toy\n\n:::{exercise}\n:label: ex-toy\n\nCompute the area of a disc.\n:::\n")
     header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
@@ -210,7 +227,7 @@ def graded(tmp_path_factory):
         nbformat.write(nb, folder / f"01_gradient_descent-{name}.ipynb")
     (folder / "01_gradient_descent-not-a-notebook.ipynb").write_text("{ this is not JSON")
     out = folder / "scores.csv"
-    cmd = [sys.executable, "-m", "pfcourse.coursework", "grade", str(folder), "--out", str(out),
+    cmd = [sys.executable, "-m", "pfcourse_instructor", "grade", str(folder), "--out", str(out),
            "--jobs", "2", "--cell-timeout", str(CELL_TIMEOUT)]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -267,6 +284,7 @@ def test_unreadable_submission_is_reported_and_does_not_stop_the_others(graded):
 def _mini_book(tmp_path: Path) -> Path:
     (tmp_path / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
+    shutil.copytree(ROOT / "tools", tmp_path / "tools", dirs_exist_ok=True)  # its local_extensions
     shutil.copy(ROOT / "references.bib", tmp_path / "references.bib")
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
     header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
@@ -285,9 +303,9 @@ def _build(book: Path, hide: bool) -> str:
     import dev
 
     env = dev._env()
-    env.pop(notebooks.HIDE_SOLUTIONS_ENV, None)
+    env.pop(common.HIDE_SOLUTIONS_ENV, None)
     if hide:
-        env[notebooks.HIDE_SOLUTIONS_ENV] = "1"
+        env[common.HIDE_SOLUTIONS_ENV] = "1"
     cmd = [str(dev.BIN / "jupyter-book"), "build", str(book), "--path-output", str(book),
            "--config", str(book / "_config.yml"), "--toc", str(book / "_toc.yml"), "-W", "-n", "--keep-going"]
     result = subprocess.run(cmd, cwd=book, env=env, capture_output=True, text=True, timeout=600)

@@ -225,7 +225,7 @@ def test_callback_sees_every_chunk(tiny_run):
 
 def test_sharpness_settles_at_two_over_h_on_digits():
     """Edge of stability on real data (scikit-learn digits, 300 examples, 64-50-50-10 tanh, square
-    loss, float32): progressive sharpening from below 2/h, then the sharpness settles within 10%
+    loss, float32): progressive sharpening from below 2/h, then the sharpness settles within 15%
     of 2/h (the median of lambda_0 over the last quarter of 800 steps), for h = 0.3 and 0.5."""
     ds = data.load_digits(300, 0)
     params = models.init_mlp(jax.random.key(0), [64, 50, 50, 10], dtype=jnp.float32)
@@ -233,8 +233,10 @@ def test_sharpness_settles_at_two_over_h_on_digits():
                                     steps=800, eig_every=20, k=2, num_iter=20, progress=False)
     for row, i in zip(hist.summary(), range(2)):
         lam = hist.run(i)["sharpness"]
-        assert lam[0] * row["h"] < 1.5  # starts well below the threshold: it has to sharpen
-        assert abs(row["settled_ratio"] - 1) < 0.10, eos.fit_check(hist)
+        assert lam[0] * row["h"] < 1.5  # step 0, not chaotic: 0.62 and 0.99 here, backends agree to 1e-6
+        # float32 at the edge of stability is chaotic: the settled ratio missed 1 by at most 0.042 over
+        # 5 seeds x 2 XLA backends (tools/spread.py), so 0.15 leaves a margin above 3
+        assert abs(row["settled_ratio"] - 1) < 0.15, eos.fit_check(hist, tolerance=0.15)
         assert row["status"] == "steps" and row["final_loss"] < hist.loss[i, 0]
 
 
@@ -280,12 +282,16 @@ def test_player_widget(tiny_run):
 
 
 def test_pf_growth_rate_changes_sign_at_two():
-    """eq-eos-growth: r = lam Re alpha(h lam) = log|1 - h lam| / h, negative for 0 < h lam < 2,
-    zero at h lam = 2, positive beyond (and for lam < 0)."""
+    """eq-eos-growth, eq-eos-factor against gradient descent itself: on E = (1/2) sum_i lam_i theta_i^2
+    each coordinate is a 1-D quadratic, and the rate measured over actual GD iterates,
+    log|theta_n / theta_0| / (n h), is pf_growth_rate; the factor of one step, theta_1 / theta_0
+    (signed), is pf_step_factor. The rate is negative for 0 < h lam < 2, zero at 2, positive beyond."""
     h = 0.25
     lam = np.array([-3.0, 0.5, 2.0, 5.0, 7.9, 8.0, 8.1, 12.0])
+    n = 10
+    gd = np.asarray(flows.gradient_descent(lambda t: 0.5 * jnp.sum(jnp.asarray(lam) * t**2),
+                                           jnp.ones(lam.size), h, n))
     r = eos.pf_growth_rate(h, lam)
-    np.testing.assert_allclose(r, np.log(np.abs(1 - h * lam)) / h, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(r, np.log(np.abs(gd[n])) / (n * h), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(eos.pf_step_factor(h, lam), gd[1] / gd[0], rtol=1e-12, atol=1e-15)
     assert np.all(r[1:5] < 0) and abs(r[5]) < 1e-12 and r[6] > 0 and r[7] > 0 and r[0] > 0
-    # per step of length h the PF's factor has modulus exp(r h) = |1 - h lam|
-    np.testing.assert_allclose(np.exp(r * h), np.abs(eos.pf_step_factor(h, lam)), rtol=1e-12)

@@ -1,4 +1,5 @@
 """The flows of chapters 1–3 against gradient descent, in float64."""
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -120,7 +121,7 @@ def test_pf_field_is_the_matrix_logarithm_and_the_principal_series():
 
 
 def test_igr_field_is_gradient_of_modified_loss():
-    """eq-igr: -grad E - (h/2) H grad E = -grad(E + (h/4) ||grad E||^2)."""
+    """eq-bea-igr: -grad E - (h/2) H grad E = -grad(E + (h/4) ||grad E||^2)."""
     L = landscapes.rosenbrock()
     h = 0.01
     modified = lambda t: L.loss(t) + h / 4 * jnp.sum(jax.grad(L.loss)(t) ** 2)
@@ -214,6 +215,81 @@ def test_divergence_is_reported_with_the_step():
         flows.integrate(lambda t: t**2, jnp.ones(1), [0.0, 2.0])
     with pytest.raises(flows.DivergenceError, match="not finite at t"):
         flows.integrate(lambda t: t**2, jnp.ones(1), [0.0, 2.0], method="rk4", substeps=50)
+
+
+# ---------------------------------------------------------------- probes that used to go silently wrong
+
+FIELDS = {
+    "gradient_flow": lambda E: flows.gradient_flow(E),
+    "igr_flow": lambda E: flows.igr_flow(E, 0.1),
+    "principal_flow": lambda E: flows.principal_flow(E, 0.1),
+    "pf_corrected_flow": lambda E: flows.pf_corrected_flow(E, 0.1),
+    "third_order_flow": lambda E: flows.third_order_flow(E, 0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIELDS))
+def test_fields_refuse_nan_theta_eagerly_and_under_jit(name):
+    """A field at a NaN theta used to return NaN; now it says so, also inside compiled code."""
+    field = FIELDS[name](lambda t: jnp.sum(t**2) + t[0] ** 3)
+    bad = jnp.array([jnp.nan, 1.0])
+    with pytest.raises(ValueError, match=f"{name}: the field is not finite at theta"):
+        field(bad)
+    with pytest.raises(eqx.EquinoxRuntimeError, match=f"{name}: the field is not finite at theta") as caught:
+        eqx.filter_jit(field)(bad)
+    assert "INTERNAL: CpuCallback error" not in str(caught.value)
+    with pytest.raises(Exception, match=f"{name}: the field is not finite at theta"):  # plain jax.jit
+        jax.jit(field)(jnp.array([1.0, jnp.inf]))
+    assert np.all(np.isfinite(np.asarray(jax.jit(field)(jnp.array([0.1, 0.2])))))
+
+
+def test_a_flow_that_reaches_nan_inside_integrate_is_a_divergence():
+    """The fields' run-time check fires inside integrate's compiled solver; integrate reports it as
+    the divergence it is (not as the field's error), with the time span."""
+    blow_up = flows.gradient_flow(lambda t: -jnp.sum(t**4))   # dtheta/dt = 4 theta^3: infinite at t = 1/8
+    with pytest.raises(flows.DivergenceError, match="became NaN or inf between t = 0.0 and t = 2.0"):
+        flows.integrate(blow_up, jnp.ones(1), [0.0, 2.0], method="rk4", substeps=50)
+
+
+def test_nan_gradient_is_not_blamed_on_the_learning_rate():
+    """GD on a loss whose gradient is NaN at an ordinary point (sqrt below 0) used to report
+    'learning rate above the stability threshold 2/lambda_max'."""
+    E = lambda t: jnp.sum(jnp.sqrt(t))  # gradient 1 / (2 sqrt(t)): NaN once an iterate is negative
+    with pytest.raises(flows.DivergenceError, match="gradient of E is NaN at iterate 2") as caught:
+        flows.gradient_descent(E, jnp.array([0.5, 1.0]), 0.6, 5)
+    assert "stability threshold" not in str(caught.value) and "not differentiable" in str(caught.value)
+    # a real divergence still names the threshold
+    with pytest.raises(flows.DivergenceError, match="stability threshold 2/lambda_max"):
+        flows.gradient_descent(lambda t: 5.0 * jnp.sum(t**2), jnp.ones(2), 1.0, 400)
+
+
+def test_integrate_refuses_an_empty_grid_and_bad_step_counts_before_any_work():
+    def field(t):
+        raise AssertionError("the field must not be called before the arguments are checked")
+
+    with pytest.raises(ValueError, match="ts is empty"):
+        flows.integrate(field, jnp.ones(2), [])
+    for kw, match in [(dict(max_steps=0), "max_steps must be a positive integer"),
+                      (dict(max_steps=-5), "max_steps must be a positive integer"),
+                      (dict(max_steps=10.5), "max_steps must be a positive integer"),
+                      (dict(substeps=0), "substeps must be a positive integer"),
+                      (dict(substeps=2.5), "substeps must be a positive integer")]:
+        with pytest.raises(ValueError, match=match):
+            flows.integrate(field, jnp.ones(2), [0.0, 1.0], **kw)
+
+
+def test_landscapes_refuse_theta_of_the_wrong_length():
+    """A 2-D landscape given 3 (or 1) parameters used to broadcast or ignore the extra entries, and
+    gradient descent 'worked'."""
+    for L in (landscapes.quadratic([1.0, 2.0]), landscapes.double_well(), landscapes.rosenbrock(),
+              landscapes.saddle(), landscapes.local_minimum()):
+        for bad in (jnp.ones(3), jnp.ones(1), jnp.ones((2, 2))):
+            with pytest.raises(ValueError, match=r"theta must have shape \(2,\)"):
+                flows.gradient_descent(L.loss, bad, 0.1, 3)
+            with pytest.raises(ValueError, match="shape"):
+                L.hessian(bad)
+        assert np.isfinite(float(L.loss(jnp.asarray(L.start))))
+        np.testing.assert_allclose(jax.vmap(L.loss)(jnp.stack([jnp.asarray(L.start)] * 3)), L.loss(jnp.asarray(L.start)))
 
 
 # ---------------------------------------------------------------- landscapes

@@ -1,10 +1,12 @@
 """The Colab notebooks: in sync with their sources, installable without pinning, and executable.
 
-Every ``.ipynb`` under ``notebooks/`` (one per chapter, plus the student versions of the
-assignments) is executed top to bottom in a fresh, headless kernel in an empty directory, as
-Colab would: any error fails, except ``NotImplementedError`` from the stubs of a student version.
-The notebooks run two at a time (the CI machine has two cores); with pytest-xdist (``-n 2``) each
-worker runs its own.
+Each chapter is executed once per test run, by the book build (``tools/execute.py``: a fresh kernel
+in an empty folder, as in Colab). A chapter notebook is that chapter's code cells after an install
+cell, so here it is checked structurally (same code cells, in order, install cell first) and its
+install cell is run with pip recorded. What exists only as a notebook, the student versions of the
+assignments, is executed top to bottom in a fresh, headless kernel in an empty directory: any error
+fails, except ``NotImplementedError`` from the stubs. They run two at a time (the CI machine has two
+cores); with pytest-xdist (``-n 2``) each worker runs its own.
 """
 from __future__ import annotations
 
@@ -22,18 +24,20 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pfcourse.coursework import notebooks
+from pfcourse_instructor import common, notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 IDS = [str(p.relative_to(ROOT / "notebooks")) for p in NOTEBOOKS]
+ASSIGNMENTS = [p for p in NOTEBOOKS if p.parent.name == "assignments"]
+CHAPTER_NOTEBOOKS = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
 MYST_LEFTOVERS = re.compile(r"\{(eq|ref|cite(:[a-z]+)?|prf:ref|numref|doc|exercise|solution[\w-]*|prf:\w+)\}|^:::",
                             re.M)
 
 
 def test_notebooks_are_in_sync_with_book_and_coursework():
     problems = notebooks.check_sync(ROOT, hide_solutions=False)
-    assert not problems, ("run `python3 dev.py notebooks` (python -m pfcourse.coursework notebooks):\n  "
+    assert not problems, ("run `python3 dev.py notebooks` (python -m pfcourse_instructor notebooks):\n  "
                           + "\n  ".join(problems))
 
 
@@ -48,23 +52,23 @@ def test_first_cell_installs_pfcourse_without_pinning(path):
     nb = nbformat.read(path, as_version=4)
     first = nb.cells[0]
     assert first.cell_type == "code" and first.metadata.get("pfcourse", {}).get("role") == "install"
-    assert notebooks.PACKAGE_SPEC in first.source and '"-c"' in first.source
+    assert common.PACKAGE_SPEC in first.source and '"-c"' in first.source
     for name in ("jax", "jaxlib", "numpy", "matplotlib", "ipywidgets"):
         assert f"'{name}'" in first.source, f"{name} is not held at its installed version"
     assert "GPU" in first.source, "the notebook says whether it found a GPU"
 
 
 def test_package_requirements_are_lower_bounds_only():
-    """What the install cell installs may not pin or cap anything Colab ships."""
-    text = (ROOT / "pyproject.toml").read_text()
-    deps = re.search(r"dependencies = \[(.*?)\]", text, re.S).group(1)
-    for requirement in re.findall(r'"([^"]+)"', deps):
-        assert not re.search(r"==|<|~=|!=", requirement), f"{requirement} is not a lower bound"
+    """What the install cell installs may not pin or cap anything Colab ships (nor may the instructor's tool)."""
+    for pyproject in (ROOT / "pyproject.toml", ROOT / "instructor" / "pyproject.toml"):
+        deps = re.search(r"dependencies = \[(.*?)\]", pyproject.read_text(), re.S).group(1)
+        for requirement in re.findall(r'"([^"]+)"', deps):
+            assert not re.search(r"==|<|~=|!=", requirement), f"{pyproject}: {requirement} is not a lower bound"
 
 
 def test_install_cell_holds_the_installed_versions(tmp_path):
     """Run the install cell as Colab would (pfcourse absent) with pip replaced by a recorder."""
-    source = notebooks.install_cell_source()
+    source = common.install_cell_source()
     recorder = tmp_path / "pip_args.json"
     fake = (
         "import importlib.util, subprocess, sys, json\n"
@@ -78,7 +82,7 @@ def test_install_cell_holds_the_installed_versions(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "jax" in run.stdout and ("GPU" in run.stdout or "CPU" in run.stdout)
     got = json.loads(recorder.read_text())
-    assert got["cmd"][-1] == notebooks.PACKAGE_SPEC
+    assert got["cmd"][-1] == common.PACKAGE_SPEC
     for name in ("jax", "jaxlib", "numpy", "matplotlib", "ipywidgets"):
         assert f"{name}=={version(name)}" in got["constraints"]
 
@@ -116,10 +120,10 @@ _LOCK = threading.Lock()
 
 
 def _execution(path: Path) -> Future:
-    """Start executing every notebook, two at a time, the first time one is asked for."""
+    """Start executing every assignment, two at a time, the first time one is asked for."""
     with _LOCK:
         if not _RUNS:
-            order = [path] + [p for p in NOTEBOOKS if p != path]
+            order = [path] + [p for p in ASSIGNMENTS if p != path]
             if os.environ.get("PYTEST_XDIST_WORKER"):      # each xdist worker runs only its own
                 order = [path]
             for p in order:
@@ -129,10 +133,24 @@ def _execution(path: Path) -> Future:
         return _RUNS[path]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_executes_top_to_bottom_in_a_fresh_kernel(path):
+@pytest.mark.parametrize("path", ASSIGNMENTS, ids=lambda p: p.name)
+def test_assignment_executes_top_to_bottom_in_a_fresh_kernel(path):
     problems = _execution(path).result()
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
+def test_chapter_notebook_runs_the_chapters_code(path):
+    """The install cell, then exactly the chapter's code cells in order: executing the chapter (the book
+    build does, in an empty folder as in Colab) executes the notebook's code."""
+    import jupytext
+
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    assert nb.cells[0].cell_type == "code" and nb.cells[0].source == common.install_cell_source()
+    chapter = jupytext.read(ROOT / "book" / f"{path.stem}.md")
+    assert code[1:] == [c.source for c in chapter.cells if c.cell_type == "code"], \
+        f"{path.name}: its code cells differ from book/{path.stem}.md: run `python3 dev.py notebooks`"
 
 
 def test_colab_button_opens_the_generated_notebook(tmp_path):
@@ -144,6 +162,7 @@ def test_colab_button_opens_the_generated_notebook(tmp_path):
     (book / "book").mkdir()
     (book / "notebooks").mkdir()
     shutil.copy(ROOT / "_config.yml", book / "_config.yml")
+    shutil.copytree(ROOT / "tools", book / "tools", dirs_exist_ok=True)  # its local_extensions
     shutil.copy(ROOT / "references.bib", book / "references.bib")
     (book / "_toc.yml").write_text("format: jb-book\nroot: book/page\nchapters:\n  - file: book/other\n")
     header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
@@ -164,7 +183,7 @@ def test_colab_button_opens_the_generated_notebook(tmp_path):
 
 @pytest.mark.parametrize("chapter", notebooks.chapter_sources(ROOT), ids=lambda p: p.stem)
 def test_hiding_solutions_removes_them_from_the_chapter_notebook(chapter):
-    from pfcourse.coursework import myst
+    from pfcourse_instructor import myst
 
     index = myst.build_index(ROOT)
     shown = notebooks.chapter_notebook(chapter, index)

@@ -1,6 +1,7 @@
 """Tests for pfcourse.spectral: HVPs, dense Hessians, Lanczos, power iteration, sharpness."""
 import functools
 
+import equinox as eqx
 import jax
 
 jax.config.update("jax_enable_x64", True)
@@ -393,3 +394,63 @@ def test_sharpness_rejects_unknown_method_and_nonfinite_params():
             sharpness(quartic_psd, bad, method=method)
     with pytest.raises(ValueError, match="non-finite"):
         sharpness(quartic_psd, {"x": jnp.full(4, jnp.inf), "y": jnp.ones(2)})
+
+
+# --------------------------------------------------------------------------- probes that used to go silently wrong
+
+
+def test_non_symmetric_dense_input_is_refused():
+    """eigh and Lanczos assume A = A^T: on A = [[1, 10], [0, 2]] (eigenvalues 1, 2) Lanczos gave
+    11.06 and -8.06. Dense input is checked, to a tolerance relative to the dtype."""
+    A = jnp.array([[1.0, 10.0], [0.0, 2.0]])
+    with pytest.raises(ValueError, match="not symmetric.*A.T\\) / 2"):
+        eigh_descending(A)
+    with pytest.raises(ValueError, match="not symmetric"):
+        lanczos(A, 2, k=2, num_iter=2)
+    with pytest.raises(Exception, match="not symmetric") as caught:  # traced: at run time
+        eqx.filter_jit(eigh_descending)(A)
+    assert "INTERNAL" not in str(caught.value)
+    # a symmetric matrix passed to lanczos directly works; rounding-level asymmetry is accepted
+    S = jnp.asarray(random_symmetric(np.random.default_rng(0), 6))
+    np.testing.assert_allclose(lanczos(S, 6, k=6, num_iter=6)[0], eigh_descending(S)[0], atol=1e-12)
+    S32 = S.astype(jnp.float32)
+    noisy = S32.at[0, 1].add(1e-6 * float(jnp.max(jnp.abs(S32))))   # ~10 float32 ulps
+    assert eigh_descending(noisy)[0].dtype == jnp.float32
+    with pytest.raises(ValueError, match="shape \\(6, 6\\)"):
+        lanczos(jnp.ones((5, 5)), 6, k=1, num_iter=2)
+
+
+def test_vector_valued_loss_is_refused():
+    """The Hessian of a loss that returns a vector used to come back as a 3-D array."""
+    E = lambda t: t**2  # noqa: E731
+    for call in (lambda: hessian(E, jnp.ones(3)), lambda: hessian_eigh(E, jnp.ones(3)),
+                 lambda: hvp(E, jnp.ones(3), jnp.ones(3)), lambda: top_hessian_eigenpairs(E, jnp.ones(3)),
+                 lambda: sharpness(E, jnp.ones(3), "dense"), lambda: sharpness(E, jnp.ones(3), "power")):
+        with pytest.raises(ValueError, match="must return a scalar.*shape \\(3,\\).*jnp.sum"):
+            call()
+
+
+def test_nan_start_vector_is_refused_eagerly_and_under_jit():
+    v0 = jnp.array([1.0, jnp.nan, 0.0])
+    with pytest.raises(ValueError, match="start vector v0 has NaN"):
+        lanczos(lambda x: x, v0, k=1, num_iter=2)
+    with pytest.raises(ValueError, match="start vector v0 has NaN"):
+        power_iteration(lambda x: x, v0)
+    with pytest.raises(ValueError, match="start vector v0 has NaN"):
+        top_hessian_eigenpairs(lambda t: jnp.sum(t**2), jnp.ones(3), v0=v0)
+    with pytest.raises(eqx.EquinoxRuntimeError, match="start vector v0 has NaN") as caught:
+        eqx.filter_jit(lambda v: lanczos(lambda x: x, v, k=1, num_iter=2))(v0)
+    assert "INTERNAL: CpuCallback error" not in str(caught.value)
+    # under plain jax.jit the message is still there, at the end of JAX's longer error
+    with pytest.raises(Exception, match="start vector v0 has NaN"):
+        jax.jit(lambda v: lanczos(lambda x: x, v, k=1, num_iter=2))(v0)
+    # a finite traced start vector passes
+    lam, _ = jax.jit(lambda v: lanczos(lambda x: 2.0 * x, v, k=1, num_iter=2))(jnp.ones(3))
+    np.testing.assert_allclose(lam, [2.0], rtol=1e-12)
+
+
+def test_lanczos_hint_says_which_way_to_change_num_iter():
+    with pytest.raises(ValueError, match="num_iter <= dim.*lower num_iter to at most 4"):
+        lanczos(lambda x: x, 4, k=1, num_iter=5)
+    with pytest.raises(ValueError, match="k <= num_iter.*raise num_iter to at least k = 3"):
+        lanczos(lambda x: x, 10, k=3, num_iter=2)

@@ -13,7 +13,6 @@ f; the tests check it against derivations that share none of that code path:
 """
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import jax
@@ -325,8 +324,8 @@ def test_tall_tree_is_the_only_tree_with_out_degrees_one():
 
 
 def test_is_principal_and_principal_part():
-    """eq-bea-principal: principal monomials are (f')^k f, the principal part of f_{k+1} is
-    c_k (f')^k f."""
+    """eq-bea-principal-coefficients: principal monomials are (f')^k f, the principal part of f_{k+1}
+    is c_k (f')^k f."""
     assert S.is_principal(fy)
     assert S.is_principal(3 * d1**4 * fy)
     assert not S.is_principal(d2 * fy**2)
@@ -472,7 +471,7 @@ def test_truncated_modified_field_one_step_error(field_expr, y0):
 
 
 # ------------------------------------------------------------------------------------------------
-# Bad input, speed
+# Bad input, order 7
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "3", True, None])
 def test_bad_order_raises(bad):
@@ -497,17 +496,9 @@ def test_numpy_integer_order_is_accepted():
     assert S.principal_coefficients(np.int64(3)) == [1, sympy.Rational(-1, 2), sympy.Rational(1, 3)]
 
 
-def test_order_5_and_7_are_fast():
-    """Order 5 must take seconds at most (the brief: < 2–3 s); order 7 should still work."""
-    import time
-
-    S._modified_field_polys.cache_clear()
-    start = time.perf_counter()
-    S.modified_field_terms(5)
-    t5 = time.perf_counter() - start
-    start = time.perf_counter()
+def test_order_7_works():
+    """Order 7 is computed (its timing is in benchmarks/symbolic_benchmark.py, not here): seven terms,
+    and the principal coefficient of h^6 f_7 is (-1)^6 / 7."""
     terms7 = S.modified_field_terms(7)
-    t7 = time.perf_counter() - start
-    assert t5 < 2.0 and t7 < 10.0, (t5, t7)
     assert len(terms7) == 7
-    assert math.isclose(float(S.principal_coefficients(7)[6]), 1 / 7)
+    assert S.principal_coefficients(7)[6] == sympy.Rational(1, 7)

@@ -103,6 +103,9 @@ def test_explorer_widget_callbacks():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")                 # no warning from the wiring
+        # but old libraries warn from inside about newer ones (tests/test_lowest_versions.py):
+        # ipywidgets 7 (Colab's) about ipykernel's Comm class, matplotlib 3.7 about pyparsing's API
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(ipywidgets|matplotlib)\.")
         ui = landscape_explorer()
         ex = ui.explorer
         assert isinstance(ui, W.VBox) and ex.state["name"] == "valley (quadratic)"

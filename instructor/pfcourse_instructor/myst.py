@@ -1,14 +1,14 @@
 """MyST Markdown of the book -> plain Jupyter Markdown that Colab and Jupyter render.
 
 The chapters are MyST notebooks: roles (``{eq}``, ``{ref}``, ``{cite}``, ``{prf:ref}``), labelled
-display maths ``$$ ... $$ (eq-x)`` and directives (``:::{exercise}``, ``:::{prf:theorem}``,
+display maths ``$$ ... $$ (label)`` and directives (``:::{exercise}``, ``:::{prf:theorem}``,
 gated ``{solution-start}``/``{solution-end}``) that only Sphinx understands. A notebook opened in
 Colab shows them as raw text. This module rewrites them into Markdown + LaTeX that any notebook
 front end renders: equations get ``\\tag{C.N}`` numbers, references become links into the published
 book, citations become "Author et al. (year)", and directives become bold headings or quotes.
 
-Tooling layer: used by :mod:`pfcourse.coursework.notebooks` and
-:mod:`pfcourse.coursework.assignments`; knows nothing of JAX or the mathematics.
+Tooling layer: used by :mod:`.notebooks` and :mod:`.assignments`; knows nothing of JAX or the
+mathematics.
 Book: all chapters (the Colab notebooks in ``notebooks/``).
 """
 from __future__ import annotations
@@ -348,7 +348,8 @@ def _text_lines(lines: list[str], ctx: PageContext) -> list[str]:
     return out
 
 
-def _quote(lines: list[str]) -> list[str]:
+def quote(lines: list[str]) -> list[str]:
+    """Markdown block quote of ``lines`` (a blank line becomes a bare ``>``)."""
     return [("> " + line) if line.strip() else ">" for line in lines]
 
 
@@ -407,7 +408,7 @@ def _directive(d: Directive, ctx: PageContext, hide_solutions: bool) -> list[str
         return []
     if name in ADMONITIONS:
         title = convert_roles(d.argument, ctx) if d.argument else name.capitalize()
-        return ["", *_quote([f"**{title}.**", "", *body]), ""]
+        return ["", *quote([f"**{title}.**", "", *body]), ""]
     return body
 
 

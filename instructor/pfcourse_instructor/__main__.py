@@ -1,4 +1,4 @@
-"""Command line of the coursework tools: ``python -m pfcourse.coursework --help``."""
+"""Command line of the instructor's tool: ``python -m pfcourse_instructor --help`` (or ``pfcourse-instructor``)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ import time
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pfcourse.coursework",
+        prog="python -m pfcourse_instructor",
         description="Colab notebooks, student assignments and the autograder of the pfcourse book.")
     parser.add_argument("--root", default=None, help="repository root (default: the current directory)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("notebooks", nargs="+")
     run.add_argument("--cell-timeout", type=float, default=900)
 
+    chapter = sub.add_parser("check-chapter", help="lint MyST chapters' directives, then execute each top to "
+                                                   "bottom in a fresh kernel (no book build)")
+    chapter.add_argument("chapters", nargs="+", help="book/NN_name.md ...")
+    chapter.add_argument("--cell-timeout", type=float, default=1800)
+    chapter.add_argument("--lint-only", action="store_true", help="lint, do not execute")
+
     args = parser.parse_args(argv)
     if args.command == "notebooks":
         from .notebooks import generate
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
         problems = check_sync(args.root, hide_solutions=args.hide_solutions)
         if problems:
-            print("notebooks/ is out of sync with its sources; run `python -m pfcourse.coursework "
+            print("notebooks/ is out of sync with its sources; run `python -m pfcourse_instructor "
                   "notebooks` (or `python3 dev.py notebooks`):\n  " + "\n  ".join(problems))
             return 1
         print("notebooks/ is in sync with book/ and coursework/")
@@ -81,6 +87,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: {status} ({time.monotonic() - start:.0f} s)")
             for problem in problems:
                 print("  " + problem)
+            failed += bool(problems)
+        return 1 if failed else 0
+    if args.command == "check-chapter":
+        from .chapter_check import check_chapter
+
+        failed = 0
+        for path in args.chapters:
+            start = time.monotonic()
+            problems = check_chapter(path, timeout=args.cell_timeout, lint_only=args.lint_only)
+            done = "linted" if args.lint_only else "executed"
+            print("\n".join(problems) if problems else
+                  f"{path}: {done} without errors ({time.monotonic() - start:.0f} s)", flush=True)
             failed += bool(problems)
         return 1 if failed else 0
     return 2

@@ -14,7 +14,7 @@ An assignment is ``coursework/NN_name.md``, a MyST notebook that belongs to the 
 
 The student version replaces every solution by ``raise NotImplementedError(...)`` (the function's
 signature and docstring stay) and drops the hidden tests. The grader
-(:mod:`pfcourse.coursework.grading`) reads the tests from the same source.
+(:mod:`.grading`) reads the tests from the same source.
 
 Book: all chapters (``notebooks/assignments/NN_name.ipynb``).
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import nbformat
 
 from . import myst
-from .notebooks import install_cell_source, new_notebook, repository_root
+from .common import GENERATED_BY, install_cell_source, new_notebook, repository_root
 
 ROLES = ("setup", "answer", "public-tests", "hidden-tests")
 BEGIN = re.compile(r"^(\s*)#\s*BEGIN SOLUTION\s*$")
@@ -95,7 +95,7 @@ class Assignment:
                 points = f"{current.points:g} point" + ("" if current.points == 1 else "s")
                 text = "\n\n".join(part for part in [
                     f"## Question {current.number} · {exercise} ({points})",
-                    "\n".join(myst._quote(statement.splitlines())),
+                    "\n".join(myst.quote(statement.splitlines())),
                     myst.convert_markdown(current.prompt, ctx)] if part.strip())
                 cells.append(nbformat.v4.new_markdown_cell(
                     text, metadata={"pfcourse": {"role": "question", "question": current.label}}))
@@ -121,7 +121,7 @@ class Assignment:
             cell["id"] = f"{prefix}-{number:03d}"
         return new_notebook(cells, {"pfcourse": {
             "assignment": self.name, "source": f"coursework/{self.path.name}",
-            "generated_by": "python -m pfcourse.coursework notebooks"}})
+            "generated_by": GENERATED_BY}})
 
 
 def public_check_source(code: str, question: Question) -> str:

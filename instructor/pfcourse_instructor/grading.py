@@ -7,7 +7,7 @@ How one submission is graded (:func:`grade_notebook`):
    install cell, its copies of the setup cells and its public-check cells. Each cell has a time
    limit: a cell that runs past it is interrupted, and if the kernel does not recover, or the code
    crashes the kernel, the kernel is restarted and the cells that had succeeded are replayed
-   (:class:`~pfcourse.coursework.runner.KernelSession`). The other questions go on.
+   (:class:`~.runner.KernelSession`). The other questions go on.
 2. For each question, its public and hidden tests, read from the instructor source (never from the
    submission), run in a copy of the notebook's namespace, each with the same time limit.
 3. A question scores its points if every test passes and zero otherwise, with a reason:
@@ -36,6 +36,7 @@ from pathlib import Path
 import nbformat
 
 from .assignments import PUBLIC_MARKER, QUESTION_HEADING, Assignment, load_assignment
+from .common import repository_root
 from .runner import KernelSession, Outcome
 
 FIELDS = ["submission", "assignment", "question", "score", "max_score", "status", "reason"]
@@ -176,7 +177,7 @@ def _grade_in_subprocess(path: Path, root: Path, assignment: Assignment, cell_ti
                          timeout: float) -> list[QuestionResult]:
     with tempfile.TemporaryDirectory(prefix="pfcourse-grade-") as tmp:
         out = Path(tmp) / "result.json"
-        cmd = [sys.executable, "-m", "pfcourse.coursework", "--root", str(root), "grade-one", str(path),
+        cmd = [sys.executable, "-m", "pfcourse_instructor", "--root", str(root), "grade-one", str(path),
                "--out", str(out), "--assignment", str(assignment.path), "--cell-timeout", str(cell_timeout)]
         proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 start_new_session=True, text=True)
@@ -204,8 +205,6 @@ def grade_folder(folder: str | Path, out: str | Path, *, root: str | Path | None
     The CSV has one row per submission and question: ``submission, assignment, question, score,
     max_score, status, reason``.
     """
-    from .notebooks import repository_root
-
     root = repository_root(root)
     folder = Path(folder)
     submissions = sorted(p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)

@@ -1,72 +1,23 @@
 """The Colab notebooks: one ``notebooks/NN_name.ipynb`` per chapter, generated from ``book/NN_name.md``.
 
 Every MyST chapter of ``book/`` (a page with a Jupyter kernel in its front matter) becomes a real
-``.ipynb`` whose first cell installs pfcourse and reports the device, followed by the chapter's cells
-with their MyST converted to Markdown that Colab renders (:mod:`pfcourse.coursework.myst`). The
-student versions of the assignments (:mod:`pfcourse.coursework.assignments`) go to
-``notebooks/assignments/``. :func:`generate` writes them all; :func:`check_sync` says which
-committed files differ from what the sources generate (CI runs it).
+``.ipynb`` whose first cell installs pfcourse and reports the device (:mod:`.common`), followed by
+the chapter's cells with their MyST converted to Markdown that Colab renders (:mod:`.myst`). The
+student versions of the assignments (:mod:`.assignments`) go to ``notebooks/assignments/``.
+:func:`generate` writes them all; :func:`check_sync` says which committed files differ from what the
+sources generate (CI runs it).
 
 Book: all chapters; the launch button of each chapter opens its notebook in Colab.
 """
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import nbformat
 
-from . import myst
-
-PACKAGE_SPEC = "pfcourse @ git+https://github.com/pfcourse/pfcourse"
-HELD = ("jax", "jaxlib", "numpy", "matplotlib", "ipywidgets")
-HIDE_SOLUTIONS_ENV = "PFCOURSE_HIDE_SOLUTIONS"
-
-INSTALL_CELL = '''\
-# Run this cell first. It installs pfcourse from its repository (skipped if it is already
-# installed) and keeps the jax, jaxlib, numpy, matplotlib and ipywidgets you already have: their
-# installed versions are held fixed for pip, so nothing is pinned, upgraded or downgraded.
-import importlib.metadata, importlib.util, os, subprocess, sys, tempfile
-
-if importlib.util.find_spec("pfcourse") is None:
-    held = []
-    for name in {held!r}:
-        try:
-            held.append(f"{{name}}=={{importlib.metadata.version(name)}}")
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as constraints:
-        constraints.write("\\n".join(held))
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", constraints.name,
-                    {spec!r}], check=True)
-    os.unlink(constraints.name)
-    importlib.invalidate_caches()
-
-import jax
-gpus = [d for d in jax.devices() if d.platform == "gpu"]
-print(f"jax {{jax.__version__}} on", f"GPU: {{gpus[0].device_kind}}" if gpus else
-      "CPU (no GPU found): the chapter picks its small configuration")
-'''
-
-
-def install_cell_source() -> str:
-    """Source of the first cell of every generated notebook."""
-    return INSTALL_CELL.format(held=HELD, spec=PACKAGE_SPEC)
-
-
-def hide_solutions_default() -> bool:
-    """The build switch: ``PFCOURSE_HIDE_SOLUTIONS=1`` hides solutions in the book and notebooks."""
-    return os.environ.get(HIDE_SOLUTIONS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def repository_root(root: str | Path | None = None) -> Path:
-    """The repository checkout (default: the current directory), checked to have ``book/``."""
-    path = Path(root or Path.cwd()).resolve()
-    if not (path / "book").is_dir() or not (path / "_config.yml").exists():
-        raise FileNotFoundError(f"{path} is not the pfcourse repository (no book/ or _config.yml): "
-                                "run from the repository root or pass --root.")
-    return path
+from . import assignments, myst
+from .common import GENERATED_BY, hide_solutions_default, install_cell_source, new_notebook, repository_root
 
 
 def chapter_sources(root: Path) -> list[Path]:
@@ -88,18 +39,6 @@ def _cell_id(prefix: str, number: int) -> str:
     return f"{prefix}-{number:03d}"
 
 
-def new_notebook(cells, metadata: dict) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-        "colab": {"provenance": []},
-        **metadata,
-    }
-    nb.cells = cells
-    return nb
-
-
 def _hidden_code_metadata(metadata: dict) -> dict:
     """Collapse a code cell's input in JupyterLab (``source_hidden``) and in Colab (form view)."""
     return {**metadata, "jupyter": {"source_hidden": True}, "cellView": "form"}
@@ -116,8 +55,8 @@ def chapter_notebook(path: Path, index: myst.BookIndex, *, hide_solutions: bool 
     cells = [nbformat.v4.new_code_cell(install_cell_source(),
                                        metadata={"pfcourse": {"role": "install"}})]
     converted = myst.convert_cells(source.cells, ctx, hide_solutions=hide_solutions)
-    header = (f"*This notebook is generated from `book/{path.name}` by `python -m pfcourse.coursework "
-              f"notebooks`; read it in the book at <{index.base_url}{page}.html>.*")
+    header = (f"*This notebook is generated from `book/{path.name}` by `{GENERATED_BY}`; "
+              f"read it in the book at <{index.base_url}{page}.html>.*")
     first_markdown = True
     exercises_noted = False
     for cell, role in converted:
@@ -149,7 +88,7 @@ def chapter_notebook(path: Path, index: myst.BookIndex, *, hide_solutions: bool 
     for number, cell in enumerate(cells):
         cell["id"] = _cell_id(stem, number)
     return new_notebook(cells, {"pfcourse": {"source": f"book/{path.name}",
-                                             "generated_by": "python -m pfcourse.coursework notebooks"}})
+                                             "generated_by": GENERATED_BY}})
 
 
 def dumps(nb: nbformat.NotebookNode) -> str:
@@ -160,8 +99,6 @@ def dumps(nb: nbformat.NotebookNode) -> str:
 
 def expected_files(root: str | Path | None = None, *, hide_solutions: bool | None = None) -> dict[Path, str]:
     """Every file of ``notebooks/`` as the sources generate it: ``{path: text}``."""
-    from . import assignments
-
     root = repository_root(root)
     if hide_solutions is None:
         hide_solutions = hide_solutions_default()

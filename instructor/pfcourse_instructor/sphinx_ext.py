@@ -8,7 +8,7 @@
   title: the text and code cells between stay. This extension removes them too, and turns the switch on when ``PFCOURSE_HIDE_SOLUTIONS=1`` is set
   (``python3 dev.py book --hide-solutions``), for a term in which the exercises are assigned.
 
-Listed in ``_config.yml`` under ``sphinx.extra_extensions`` as ``pfcourse.coursework.sphinx_ext``.
+Listed in ``_config.yml`` under ``sphinx.extra_extensions`` as ``pfcourse_instructor.sphinx_ext``.
 Book: all chapters.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from docutils import nodes
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
-from .notebooks import hide_solutions_default
+from .common import hide_solutions_default
 
 logger = logging.getLogger(__name__)
 

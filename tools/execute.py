@@ -1,0 +1,177 @@
+"""Execute the book's chapters once each, two at a time, into the cache Jupyter Book reads.
+
+    .venv/bin/python tools/execute.py [--jobs 2] [--second-backend] [--report FILE] [book/NN_name.md ...]
+
+Jupyter Book 1 (``execute_notebooks: cache``) executes a chapter only when its code is not in
+``_build/.jupyter_cache``. This script fills that cache first, in parallel, so the build that follows
+only renders; a chapter whose code is already cached is not executed again. Each chapter runs in a
+fresh kernel in an empty temporary folder, as in Colab, so the executed chapter also proves that its
+notebook (``notebooks/NN_name.ipynb``, the same code cells after an install cell) runs there.
+
+``--second-backend`` also executes every chapter that trains a network (``NETWORK_CHAPTERS``) under a
+second floating-point backend, ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``: XLA's CPU code then uses other
+instructions, so float32 rounds differently, as it does on another reader's processor. Those runs are
+checked (any failing assertion fails them) but never cached: the book shows the default backend.
+
+Prints one line per chapter and backend (seconds, outcome); exits 1 when any execution failed, with
+the failing cell's traceback. ``--report`` writes the same as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "_build" / ".jupyter_cache"
+NETWORK_CHAPTERS = ("06_edge_of_stability", "07_dal", "08_central_flow")
+BACKENDS = {"default": {}, "sse4.2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2"}}
+# Seconds each chapter took on the 2-core CI machine: the longest start first, so two workers finish together.
+EXPECTED_SECONDS = {"05_beyond_quadratics": 90, "08_central_flow": 70, "07_dal": 66, "06_edge_of_stability": 62,
+                    "04_stability": 38, "03_principal_flow": 31, "02_backward_error_analysis": 17}
+TIMEOUT = 1200
+
+
+def toc_chapters(root: Path = ROOT) -> list[Path]:
+    """The chapters listed in ``_toc.yml`` (root page included) that have code cells."""
+    import jupytext
+
+    lines = (root / "_toc.yml").read_text().splitlines()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.strip().startswith(("root:", "- file:"))]
+    paths = [root / f"{name}.md" for name in names]
+    return [p for p in paths if any(c.cell_type == "code" for c in jupytext.read(p).cells)]
+
+
+def _execute(path: str, backend: str) -> dict:
+    """Run one chapter in a fresh kernel (in a worker process); return its outcome and executed notebook."""
+    import jupytext
+    import nbclient
+    import nbformat
+
+    nb = jupytext.read(path)
+    env = {**os.environ, **BACKENDS[backend]}
+    start = time.perf_counter()
+    error = None
+    with tempfile.TemporaryDirectory(prefix="pfcourse-chapter-") as cwd:
+        client = nbclient.NotebookClient(nb, timeout=TIMEOUT, kernel_name="python3", allow_errors=False,
+                                         record_timing=False,   # cell metadata is part of the cache key
+                                         resources={"metadata": {"path": cwd}})
+        try:
+            client.execute(env=env)
+        except Exception as exc:  # CellExecutionError, CellTimeoutError, DeadKernelError
+            error = f"{type(exc).__name__}: {exc}"
+    return {"chapter": Path(path).stem, "backend": backend, "seconds": round(time.perf_counter() - start, 1),
+            "error": error, "notebook": None if error else nbformat.writes(nb)}
+
+
+def _cache(path: Path, notebook: str, seconds: float) -> None:
+    """Store an executed chapter where myst-nb's cache mode looks it up (by the hash of its code)."""
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    import jupytext
+
+    cache = get_cache(CACHE)
+    cache.cache_notebook_bundle(CacheBundleIn(nbformat.reads(notebook, as_version=4), str(path),
+                                              data={"execution_seconds": seconds}),
+                                check_validity=False, overwrite=True)
+    try:                                 # the build looks the chapter up by the hash of its source
+        cache.match_cache_notebook(jupytext.read(path))
+    except KeyError as exc:
+        raise RuntimeError(f"{path.name} was executed but its cache entry does not match its source, so "
+                           "the book build would execute it again: did execution change cell metadata?") from exc
+
+
+def pending(chapters: list[Path]) -> list[Path]:
+    """The chapters whose code is not in the execution cache yet."""
+    import jupytext
+    from jupyter_cache import get_cache
+
+    cache = get_cache(CACHE)
+    out = []
+    for path in chapters:
+        try:
+            cache.match_cache_notebook(jupytext.read(path))
+        except KeyError:
+            out.append(path)
+    return out
+
+
+def plan(chapters: list[Path], second_backend: bool) -> list[tuple[Path, str]]:
+    """(chapter, backend) jobs, longest first; the second backend for the network chapters only."""
+    jobs = [(p, "default") for p in pending(chapters)]
+    if second_backend:
+        jobs += [(p, "sse4.2") for p in chapters if p.stem in NETWORK_CHAPTERS]
+    return sorted(jobs, key=lambda job: -EXPECTED_SECONDS.get(job[0].stem, 10))
+
+
+def run(chapters: list[Path], *, jobs: int = 2, second_backend: bool = False) -> list[dict]:
+    """Execute what ``plan`` lists, ``jobs`` at a time; cache the default backend's results."""
+    work = plan(chapters, second_backend)
+    by_stem = {p.stem: p for p in chapters}
+    results = []
+    if not work:
+        return results
+    print(f"[execute] {len(work)} chapter runs, {jobs} at a time: "
+          + ", ".join(f"{p.stem} ({b})" for p, b in work), flush=True)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_execute, str(p), b) for p, b in work]
+        for future in futures:
+            result = future.result()
+            if result["backend"] == "default" and result["error"] is None:
+                _cache(by_stem[result["chapter"]], result["notebook"], result["seconds"])
+            result.pop("notebook")
+            status = "ok" if result["error"] is None else "FAILED"
+            print(f"[execute] {result['chapter']:<28} {result['backend']:<8} {result['seconds']:7.1f} s  {status}",
+                  flush=True)
+            results.append(result)
+    return results
+
+
+def summary(results: list[dict]) -> str:
+    """The timing table, then every failure in full."""
+    lines = ["", "chapter execution (seconds):", f"  {'chapter':<28} {'backend':<8} {'seconds':>8}  outcome"]
+    for r in sorted(results, key=lambda r: (r["chapter"], r["backend"])):
+        lines.append(f"  {r['chapter']:<28} {r['backend']:<8} {r['seconds']:8.1f}  "
+                     + ("ok" if r["error"] is None else "FAILED"))
+    for r in results:
+        if r["error"]:
+            lines += ["", f"=== {r['chapter']} failed under the {r['backend']} backend "
+                          f"({BACKENDS[r['backend']] or 'XLA defaults'}) ===", r["error"][-6000:]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("chapters", nargs="*", type=Path, help="default: every chapter of _toc.yml")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--second-backend", action="store_true")
+    parser.add_argument("--report", type=Path)
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    chapters = [p.resolve() for p in args.chapters] or toc_chapters()
+    missing = [str(p) for p in chapters if not p.exists()]
+    if missing:
+        parser.error(f"no such chapter: {', '.join(missing)}")
+    results = run(chapters, jobs=args.jobs, second_backend=args.second_backend)
+    if results:
+        print(summary(results), flush=True)
+    else:
+        print("[execute] every chapter is in the execution cache: nothing to execute", flush=True)
+    if args.report:                             # written even when empty: it says what ran this time
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(results, indent=1))
+    return 1 if any(r["error"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
