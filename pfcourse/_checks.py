@@ -35,7 +35,7 @@ PyTree = Any
 
 
 def is_concrete(x) -> bool:
-    """True unless ``x`` is being traced (``jit``, ``vmap``, ``grad``): only then can its value be read."""
+    """True unless ``x`` is being traced (``jit``, ``vmap``, ``grad``); only a concrete value can be read."""
     return not isinstance(x, jax.core.Tracer)
 
 

@@ -88,7 +88,7 @@ def _static_widgets(body: str, state: dict) -> str:
     def replace(match):
         model_id = json.loads(match.group(1)).get("model_id", "")
         inner = _widget_html(model_id, state)
-        return (f'<div class="pfcourse-static-widget"><p class="admonition-title">{WIDGET_NOTE}</p>'
+        return (f'<div class="pfcourse-static-widget"><p><em>{WIDGET_NOTE}</em></p>'
                 f"{inner}</div>")
     return _WIDGET_VIEW.sub(replace, body)
 
