@@ -58,6 +58,8 @@ __all__ = [
     "EoSHistory",
     "fit_check",
     "gd_edge_of_stability",
+    "loss_change_along",
+    "loss_change_check",
     "pf_growth_rate",
     "pf_step_factor",
     "settled_sharpness",
@@ -219,6 +221,92 @@ def pf_growth_rate(h, lam) -> np.ndarray:
     lam = np.asarray(lam, dtype=np.float64)
     alpha = np.asarray(pf_coefficient(jnp.asarray(h * lam)))
     return lam * np.real(alpha)
+
+
+def loss_change_along(h, lam, projection) -> np.ndarray:
+    r"""The loss change of one GD step from the motion along one eigen-direction, on the local quadratic.
+
+    On :math:`E \approx E^* + \tfrac12(\theta - \theta^*)^\top H(\theta - \theta^*)` with :math:`Hu = \lambda u`,
+    one step multiplies :math:`z = u^\top(\theta - \theta^*)` by :math:`1 - h\lambda` (eq. ``eq-eos-factor``),
+    so the loss along :math:`u` changes by
+
+    .. math:: \Delta E = \tfrac12\lambda z^2\big((1 - h\lambda)^2 - 1\big) = \tfrac12\lambda z^2\,h\lambda(h\lambda - 2),
+
+    positive exactly when :math:`h\lambda > 2` (for :math:`\lambda > 0`). The unknown :math:`z` is
+    eliminated with :math:`u^\top\nabla E = \lambda z`: in terms of the projection :math:`p = u^\top\nabla E`,
+    :math:`\Delta E = \tfrac12 h p^2 (h\lambda - 2)`, which needs no division by :math:`\lambda`. On a
+    quadratic the changes along all eigen-directions add up to the exact change of one GD step.
+
+    Args:
+        h: learning rate(s).
+        lam: eigenvalue(s) :math:`\lambda`.
+        projection: :math:`p = u^\top\nabla E`; the three are broadcast against each other (NumPy).
+
+    Returns:
+        :math:`\tfrac12 h p^2 (h\lambda - 2)`, float64.
+
+    Book: chapter 6, §The loss increase, eq. ``eq-eos-loss-change``.
+    """
+    h = np.asarray(h, dtype=np.float64)
+    lam = np.asarray(lam, dtype=np.float64)
+    p = np.asarray(projection, dtype=np.float64)
+    return 0.5 * h * p**2 * (h * lam - 2.0)
+
+
+def loss_change_check(run: dict, edge: float = 2.0) -> dict:
+    r"""Test :func:`loss_change_along` on a recorded run: the step after each eigen-solve.
+
+    At each solve :math:`n` (not the last step) the prediction is the top direction's term
+    :math:`\tfrac12 h p^2 (h\lambda_0 - 2)` with :math:`p = u_0^\top\nabla E(\theta_n)`, and the
+    measurement is :math:`E(\theta_{n+1}) - E(\theta_n)`. For the diagnosis, the other directions are
+    added to first order in :math:`h`: :math:`-h(\lVert\nabla E\rVert^2 - p^2)` (their curvature and all
+    third-order terms left out).
+
+    Args:
+        run: one run of an :class:`EoSHistory` (``history.run(i)``).
+        edge: the value of :math:`h\lambda_0` that separates the two regimes.
+
+    Returns:
+        a dict with keys ``"before"`` (:math:`h\lambda_0 <` ``edge``) and ``"edge"`` (:math:`\ge`), each a
+        dict: ``solves`` (how many; a step that left the loss unchanged is not counted), ``rose``
+        (fraction of them after which the loss rose), ``sign`` (fraction where prediction and
+        measurement have the same sign), ``size`` (median :math:`|{\rm predicted}|/|{\rm measured}|`),
+        ``error`` (median :math:`|{\rm predicted} - {\rm measured}|/|{\rm measured}|`),
+        ``error_with_rest`` (the same with the other directions' first-order term added), ``share``
+        (median :math:`p^2/\lVert\nabla E\rVert^2`, the top direction's share of the gradient); the
+        statistics are ``NaN`` where a regime has no solve. Also ``"per_solve"``: the arrays
+        ``step, x`` (:math:`h\lambda_0`), ``predicted, measured, rest``.
+
+    Book: chapter 6, §The loss increase.
+    """
+    h, loss = run["h"], np.asarray(run["loss"], dtype=np.float64)
+    steps = np.asarray(run["eig_step"])
+    keep = (steps >= 0) & (steps + 1 < loss.size)
+    s = steps[keep]
+    lam0 = np.asarray(run["sharpness"], dtype=np.float64)[keep]
+    p = np.asarray(run["eig_projections"], dtype=np.float64)[keep, 0]
+    predicted = loss_change_along(h, lam0, p)
+    measured = loss[s + 1] - loss[s]
+    grad2 = np.asarray(run["grad_norm"], dtype=np.float64)[s] ** 2
+    rest = -h * (grad2 - p**2)
+    x = h * lam0
+    ok = np.isfinite(predicted) & np.isfinite(measured) & (measured != 0)
+
+    def stats(sel):
+        sel = sel & ok
+        if not sel.any():
+            return dict(solves=0, rose=np.nan, sign=np.nan, size=np.nan, error=np.nan, error_with_rest=np.nan,
+                        share=np.nan)
+        pr, me = predicted[sel], measured[sel]
+        return dict(
+            solves=int(sel.sum()), rose=float(np.mean(me > 0)), sign=float(np.mean(np.sign(pr) == np.sign(me))),
+            size=float(np.median(np.abs(pr) / np.abs(me))), error=float(np.median(np.abs(pr - me) / np.abs(me))),
+            error_with_rest=float(np.median(np.abs(pr + rest[sel] - me) / np.abs(me))),
+            share=float(np.median(p[sel] ** 2 / grad2[sel])),
+        )
+
+    return dict(before=stats(x < edge), edge=stats(x >= edge),
+                per_solve=dict(step=s, x=x, predicted=predicted, measured=measured, rest=rest))
 
 
 def settled_sharpness(eig_step, sharpness, stop_step: int, tail: float = 0.25) -> float:

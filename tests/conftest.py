@@ -2,6 +2,7 @@
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -14,6 +15,7 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTION_REPORT = ROOT / "_build" / "execution-report.json"
+_STARTED = time.time()
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,14 @@ def pytest_terminal_summary(terminalreporter):
             if hasattr(report, "duration") and hasattr(report, "nodeid"):
                 name = report.nodeid.split("::")[0]
                 totals[name] = totals.get(name, 0.0) + report.duration
+    if EXECUTION_REPORT.exists() and EXECUTION_REPORT.stat().st_mtime >= _STARTED:
+        runs = json.loads(EXECUTION_REPORT.read_text())
+        terminalreporter.write_sep("-", "seconds per chapter execution (this run)")
+        for run in sorted(runs, key=lambda r: (r["chapter"], r["backend"])):
+            outcome = "ok" if run["error"] is None else "FAILED"
+            terminalreporter.write_line(f"{run['seconds']:8.1f}  {run['chapter']} ({run['backend']}) {outcome}")
+        if not runs:
+            terminalreporter.write_line("  none: every chapter was in the execution cache")
     if totals:
         terminalreporter.write_sep("-", "seconds per test file")
         for name, seconds in sorted(totals.items(), key=lambda item: -item[1]):

@@ -106,6 +106,8 @@ plt.close("all")
 done("chapters 4-5: growth_rates, third_order/pf_corrected flows, plots animation, landscape_explorer")
 
 # ---- chapter 6: the edge of stability (data, models, spectral, eos, the player widget)
+# the book's networks start from jax.random draws; jax < 0.5 draws other numbers from the same key
+assert getattr(jax.config, "jax_threefry_partitionable", True), "jax < 0.5: the random draws are not those of the book"
 ds = data.load_digits(n_train=60, n_test=20)
 params0 = models.init_mlp(jax.random.key(0), [64, 8, 10], "tanh", dtype=jnp.float32)
 apply = models.mlp_apply("tanh")
@@ -125,8 +127,11 @@ plots.eos_sharpness(axes[0], history)
 plots.eos_loss(axes[1], history)
 plots.rate_colors([0.2, 0.5])
 assert "<script" in plots.eos_animation(history, run=1, frames=3, dpi=30).to_jshtml()
-box = eos_player(history, "a tiny run", run=1)
-box.children[3].children[1].value = 0
+box = eos_player(history, "a tiny run", run=1)          # the player (ipywidgets 7 in Colab)
+box.children[3].children[1].value = 0                   # drag the frame slider
+box = eos_player(setting=dict(n_train=40, hidden=[8], steps=4, eig_every=2, k=1, num_iter=4), train=False)
+box.children[1].children[1].click()                     # the Train button
+assert box.state["history"].loss.shape == (1, 5)
 plt.close("all")
 done("chapter 6: load_digits (scikit-learn), init_mlp, spectral, gd_edge_of_stability, eos_player")
 

@@ -1,4 +1,5 @@
 """The book builds strictly, and the strict gate really fails on a broken cell or a warning."""
+import json
 import shutil
 import subprocess
 import sys
@@ -93,9 +94,10 @@ def test_rebuild_reuses_the_execution_cache(tmp_path):
         nb.cells[-1].cell_type, nb.cells[-1].source = "code", "1 + 1"
         with pytest.raises(KeyError):
             cache.match_cache_notebook(nb)
-    log = tmp_path / "rebuild.log"
-    assert dev.build_book(log=log) == 0
-    assert "Executing notebook" not in log.read_text(), "an unchanged chapter was executed again"
+    log, report = tmp_path / "rebuild.log", tmp_path / "rebuild-report.json"
+    assert dev.build_book(log=log, report=report) == 0
+    assert json.loads(report.read_text()) == [], "an unchanged chapter was executed again"
+    assert "Executing notebook" not in log.read_text(), "the build executed a chapter itself"
 
 
 def _mini_book(tmp_path: Path, body: str) -> Path:

@@ -295,3 +295,47 @@ def test_pf_growth_rate_changes_sign_at_two():
     np.testing.assert_allclose(r, np.log(np.abs(gd[n])) / (n * h), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(eos.pf_step_factor(h, lam), gd[1] / gd[0], rtol=1e-12, atol=1e-15)
     assert np.all(r[1:5] < 0) and abs(r[5]) < 1e-12 and r[6] > 0 and r[7] > 0 and r[0] > 0
+
+
+def test_loss_change_along_is_exact_on_a_quadratic():
+    """eq-eos-loss-change, float64: on E = (1/2)(theta - theta*)^T A (theta - theta*) one GD step changes
+    E by the sum over eigen-directions of (1/2) h p_i^2 (h lam_i - 2), p_i = u_i^T grad E; started along
+    u_0 alone, by the u_0 term, (1/2) lam_0 z^2 h lam_0 (h lam_0 - 2), positive exactly when h lam_0 > 2."""
+    rng = np.random.default_rng(5)
+    Q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    lam = np.array([4.0, 2.5, 1.0, 0.3, 0.0, -0.5])
+    A = Q @ np.diag(lam) @ Q.T
+    theta_star = rng.normal(size=6)
+
+    def E(t):
+        return 0.5 * (t - theta_star) @ A @ (t - theta_star)
+
+    for h in (0.1, 0.3, 0.49, 0.5, 0.51, 0.8):   # h lam_0 from 0.4 to 3.2, through 1 and 2
+        theta = theta_star + rng.normal(size=6)
+        g = A @ (theta - theta_star)
+        np.testing.assert_allclose(np.sum(eos.loss_change_along(h, lam, Q.T @ g)), E(theta - h * g) - E(theta),
+                                   rtol=1e-11, atol=1e-14)
+        z = 0.7
+        theta0 = theta_star + z * Q[:, 0]
+        g0 = A @ (theta0 - theta_star)
+        predicted = eos.loss_change_along(h, lam[0], Q[:, 0] @ g0)
+        np.testing.assert_allclose(predicted, E(theta0 - h * g0) - E(theta0), rtol=1e-11, atol=1e-14)
+        np.testing.assert_allclose(predicted, 0.5 * lam[0] * z**2 * h * lam[0] * (h * lam[0] - 2), rtol=1e-12)
+        assert np.sign(predicted) == np.sign(h * lam[0] - 2)
+
+
+def test_loss_change_check_on_a_one_dimensional_quadratic():
+    """loss_change_check on GD along one eigen-direction, E = (1/2) lam z^2, recorded as a run: the
+    prediction is exact there (signs agree, errors vanish, the gradient is all along u_0), the step
+    after the last solve is not used, and each solve falls on its side of h lam_0 = 2."""
+    lam, n = 4.0, 12
+    for h, side, other in ((0.3, "before", "edge"), (0.6, "edge", "before")):   # h lam = 1.2, 2.4
+        z = 0.8 * (1 - h * lam) ** np.arange(n + 1)
+        run = dict(h=h, loss=0.5 * lam * z**2, grad_norm=np.abs(lam * z), eig_step=np.arange(0, n + 1, 4),
+                   sharpness=np.full(4, lam), eig_projections=(lam * z[::4])[:, None])
+        c = eos.loss_change_check(run)
+        assert c[side]["solves"] == 3 and c[other]["solves"] == 0 and np.isnan(c[other]["sign"])
+        assert c[side]["sign"] == 1 and c[side]["rose"] == (side == "edge")
+        assert c[side]["error"] < 1e-12 and c[side]["error_with_rest"] < 1e-12
+        assert c[side]["share"] == pytest.approx(1, rel=1e-12)
+        np.testing.assert_array_equal(c["per_solve"]["step"], [0, 4, 8])
