@@ -38,9 +38,12 @@ def built_book():
 def pytest_terminal_summary(terminalreporter):
     """Seconds per test file (setup, call and teardown), longest first: where a run's time goes."""
     totals: dict[str, float] = {}
+    seen = set()
     for reports in terminalreporter.stats.values():
         for report in reports:
-            if hasattr(report, "duration") and hasattr(report, "nodeid"):
+            key = (getattr(report, "nodeid", None), getattr(report, "when", None))
+            if hasattr(report, "duration") and key[0] and key not in seen:   # each phase once
+                seen.add(key)
                 name = report.nodeid.split("::")[0]
                 totals[name] = totals.get(name, 0.0) + report.duration
     if EXECUTION_REPORT.exists() and EXECUTION_REPORT.stat().st_mtime >= _STARTED:
