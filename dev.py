@@ -21,6 +21,7 @@ editing one chapter re-executes that chapter alone.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -94,8 +95,6 @@ def build_book(extra: list[str] | None = None, log: Path | None = None, second_b
     Returns the exit code; the build's output also goes to ``log``. The build itself finds every
     chapter in the execution cache and only renders.
     """
-    import json
-
     report = report or ROOT / "_build" / "execution-report.json"
     report.unlink(missing_ok=True)
     code = execute_chapters(second_backend, report)

@@ -24,6 +24,20 @@ def test_toc_lists_every_chapter_in_book_folder():
     assert on_disk == listed, f"chapters not in _toc.yml or missing: {on_disk ^ listed}"
 
 
+def test_only_the_book_is_a_source_of_the_book():
+    """Sphinx reads every folder not excluded in _config.yml: a folder of the repository, or one the
+    commands make (.venv-lowest/, made by the tests while the book builds), that is not excluded
+    would add its .rst/.md files to the strict build and fail it, depending on timing."""
+    import yaml
+
+    patterns = set(yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"])
+    made = {".venv", ".venv-lowest", "_build", ".pytest_cache", ".hypothesis"}
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and p.name not in {".git", "book", "__pycache__"}
+               and not p.name.endswith(".egg-info")} | made
+    missing = sorted(f for f in folders if f"{f}/*" not in patterns)
+    assert not missing, f"add these to exclude_patterns in _config.yml: {[f + '/*' for f in missing]}"
+
+
 def test_book_builds_strictly(built_book):
     """`python3 dev.py book`: every chapter executed, -W -n --keep-going, into _build/html."""
     code, results = built_book
