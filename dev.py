@@ -139,7 +139,7 @@ def generate_notebooks(extra: list[str]) -> int:
 
 
 def ensure_chromium() -> str | None:
-    """Headless Chromium for tests/test_browser.py (Debian's ``chromium``): installed with apt-get
+    """Headless Chromium for tests/book_browser.py (Debian's ``chromium``): installed with apt-get
     when missing and we are root; otherwise a message saying how. Returns its path, or None."""
     def found() -> str | None:
         return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"))
@@ -154,15 +154,16 @@ def ensure_chromium() -> str | None:
         subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
         if found():
             return found()
-    print("[dev] chromium is missing, and tests/test_browser.py needs it: install it "
+    print("[dev] chromium is missing, and tests/book_browser.py needs it: install it "
           "(Debian: `sudo apt-get install chromium`) and run the tests again", flush=True)
     return None
 
 
 def run_tests(extra: list[str]) -> int:
-    """pytest on two workers: one builds the book (the xdist group "book"), the other runs the rest."""
+    """pytest on two workers, a test file per worker at a time: one builds the book (tests/test_book.py),
+    the other runs the rest."""
     parallel = [] if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in extra) \
-        else ["-n", "2", "--dist", "loadgroup"]
+        else ["-n", "2", "--dist", "loadfile"]
     cmd = [str(PY), "-m", "pytest", *parallel, *extra]
     print("[dev] " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
@@ -215,7 +216,7 @@ def main(argv: list[str]) -> int:
     if what == "pdf":
         return build_pdf(rest)
     if what == "test":
-        ensure_chromium()                    # for tests/test_browser.py, which fails clearly without it
+        ensure_chromium()                    # for tests/book_browser.py, which fails clearly without it
         return run_tests(rest) or _left_behind(before)
     if what == "check":
         if not rest:

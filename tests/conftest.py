@@ -24,8 +24,9 @@ def built_book():
     executed once (two at a time, in an empty folder as in Colab), the chapters that train networks once
     more under a second floating-point backend, then the strict build. Returns (exit code, the runs).
 
-    The modules that use it are in the xdist group "book", so under `pytest -n 2 --dist loadgroup`
-    (what `python3 dev.py test` runs) one worker builds the book while the other runs the unit tests.
+    Only tests/test_book.py uses it (the browser checks are collected there), so under `pytest -n 2
+    --dist loadfile` (what `python3 dev.py test` runs) one worker builds the book while the other runs
+    the rest. (xdist's loadgroup does not group here, with pytest 9: each worker would build its own.)
     """
     sys.path.insert(0, str(ROOT))
     import dev

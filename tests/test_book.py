@@ -12,7 +12,11 @@ sys.path.insert(0, str(ROOT))
 import dev  # noqa: E402
 from tools import execute  # noqa: E402
 
-pytestmark = [pytest.mark.book, pytest.mark.xdist_group("book")]
+pytestmark = pytest.mark.book
+
+# The browser checks of the built book (tests/book_browser.py) are collected here, in the module that
+# builds the book: xdist's loadfile keeps one file on one worker, so the book is built once per run.
+from book_browser import book_html, browser, server, test_every_page_is_checked, test_page_in_browser  # noqa: E402,F401
 
 CHAPTERS = [line.split("file:")[1].strip() for line in (ROOT / "_toc.yml").read_text().splitlines()
             if "file:" in line]

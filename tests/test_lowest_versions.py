@@ -40,7 +40,7 @@ STAMP = VENV / ".pfcourse-lowest.sha256"
 LOCK = ROOT / ".venv-lowest.lock"       # two test runs in one checkout build it once
 SMOKE = ROOT / "tests" / "lowest_versions_smoke.py"
 
-pytestmark = [pytest.mark.lowest, pytest.mark.xdist_group("lowest")]
+pytestmark = pytest.mark.lowest
 
 #: The unit tests run at the lowest versions: a fast subset (about half a minute on two idle cores)
 #: of what differs between the bounds and the pins. A test renamed here fails the leg ("not found").

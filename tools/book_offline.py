@@ -16,7 +16,7 @@ deliberately outside the ``pfcourse`` package that students install.
 - Inline scripts added twice are written once: sphinx-thebe registers its ``const THEBE_JS_URL``
   script on every ``env-before-read-docs``, and a second ``const`` is a JavaScript error.
 
-``tests/test_browser.py`` opens every page in headless Chromium with the network cut off and
+``tests/book_browser.py`` (collected by ``tests/test_book.py``) opens every page in headless Chromium with the network cut off and
 checks the result.
 """
 from __future__ import annotations

@@ -8,6 +8,8 @@ browser, so a page that needed a CDN would fail here.
 Chromium (Debian's ``chromium``; ``python3 dev.py test`` installs it, see ``dev.ensure_chromium``)
 is driven over the DevTools protocol on a pipe: no driver binary, no extra Python package.
 The book is the one the test session builds once (the `built_book` fixture of tests/conftest.py).
+The tests are collected through tests/test_book.py, so that `pytest -n 2 --dist loadfile` (what
+`python3 dev.py test` runs) keeps every test of the built book on the worker that built it.
 """
 from __future__ import annotations
 
@@ -31,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import dev  # noqa: E402
 
-pytestmark = [pytest.mark.book, pytest.mark.xdist_group("book")]
 
 HTML = ROOT / "_build" / "html"
 CHAPTERS = ["book/00_preface"] + [line.split("file:")[1].strip() for line in
