@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import data, eos, models, plots
+from .explorer import figure_output
 
 __all__ = ["default_setting", "eos_player", "train_for_player"]
 
@@ -78,8 +79,6 @@ def eos_player(history: eos.EoSHistory | None = None, text: str | None = None, r
     """
     import ipywidgets as W
     import matplotlib.pyplot as plt
-    from IPython.display import display
-
     setting = {**default_setting(), **(setting or {})}
     header = W.HTML()
     status = W.HTML()
@@ -97,9 +96,9 @@ def eos_player(history: eos.EoSHistory | None = None, text: str | None = None, r
             return
         step = int(state["frames"][min(step_index, len(state["frames"]) - 1)])
         state["update"](step)
-        with out:
-            out.clear_output(wait=True)
-            display(state["fig"])
+        # set the Output's content directly: capturing with `with out:` makes a headless nbclient
+        # (the book build) answer with comm messages, which can deadlock it (jupyter/nbclient#312)
+        out.outputs = (figure_output(state["fig"]),)
 
     def load(hist, line):
         if state["fig"] is not None:
