@@ -50,6 +50,7 @@ from jax.flatten_util import ravel_pytree
 from . import models, spectral
 from ._checks import check_finite, check_int
 from .flows import DivergenceError, pf_coefficient
+from .stability import pf_step_factor
 
 PyTree = Any
 
@@ -60,8 +61,6 @@ __all__ = [
     "gd_edge_of_stability",
     "loss_change_along",
     "loss_change_check",
-    "pf_growth_rate",
-    "pf_step_factor",
     "settled_sharpness",
 ]
 
@@ -182,45 +181,6 @@ class EoSHistory(NamedTuple):
 
 
 # --------------------------------------------------------------------------- the PF's reading
-
-
-def pf_step_factor(h, lam) -> np.ndarray:
-    r"""The PF's factor on the gradient's component along an eigen-direction over one step of GD.
-
-    Along :math:`u` with :math:`Hu = \lambda u` the PF (eq. ``eq-pf``) on a quadratic gives
-    :math:`\tfrac{d}{dt}(u^\top\nabla E) = \lambda\,\alpha(h\lambda)\,(u^\top\nabla E)`, so over a time
-    :math:`h` the component is multiplied by
-
-    .. math:: e^{h\lambda\,\alpha(h\lambda)} = e^{\log(1 - h\lambda)} = 1 - h\lambda ,
-
-    GD's own factor (eq. ``eq-step-factors``). It is negative (a sign flip every step) once
-    :math:`h\lambda > 1` and larger than one in modulus (growth) once :math:`h\lambda > 2`.
-    Computed through :func:`pfcourse.flows.pf_coefficient`; returns the real part (the imaginary
-    part is zero up to rounding at :math:`t = h`).
-
-    Book: chapter 6, eq. ``eq-eos-factor``.
-    """
-    x = np.asarray(h, dtype=np.float64) * np.asarray(lam, dtype=np.float64)
-    alpha = np.asarray(pf_coefficient(jnp.asarray(x)))
-    return np.real(np.exp(x * alpha))
-
-
-def pf_growth_rate(h, lam) -> np.ndarray:
-    r"""The PF's exponential growth rate along an eigen-direction, per unit time,
-
-    .. math:: r(h\lambda) = \lambda\,\operatorname{Re}\alpha(h\lambda) = \frac{\log|1 - h\lambda|}{h},
-
-    so that :math:`|u^\top\nabla E|` grows like :math:`e^{rt}` (and by :math:`|1-h\lambda|` per step of
-    length :math:`h`). For :math:`\lambda > 0` it is negative for :math:`0 < h\lambda < 2`, zero at
-    :math:`h\lambda = 2`, positive beyond: the stability threshold of GD. Computed through
-    :func:`pfcourse.flows.pf_coefficient`.
-
-    Book: chapter 6, eq. ``eq-eos-growth``.
-    """
-    h = np.asarray(h, dtype=np.float64)
-    lam = np.asarray(lam, dtype=np.float64)
-    alpha = np.asarray(pf_coefficient(jnp.asarray(h * lam)))
-    return lam * np.real(alpha)
 
 
 def loss_change_along(h, lam, projection) -> np.ndarray:

@@ -45,11 +45,8 @@ __all__ = [
     "pf_coefficient",
     "principal_flow",
     "quadratic_pf_solution",
-    # chapters 4 and 5
-    "REGIMES",
-    "growth_rates",
+    # chapter 5
     "pf_corrected_flow",
-    "stability_regime",
     "third_order_flow",
 ]
 
@@ -607,88 +604,3 @@ def third_order_flow(E: Callable[[PyTree], jax.Array], h: float) -> Field:
         return unravel(-g - (h / 2) * Hg - (h**2 / 3) * H2g - (h**2 / 12) * d3)
 
     return field
-
-
-def growth_rates(h: float, lam) -> dict:
-    r"""Growth rates per unit time of the four models along one eigen-direction of curvature ``lam``.
-
-    On :math:`E = \tfrac\lambda2 z^2` each model gives :math:`|z(t)| = e^{rt}|z_0|` (GD at :math:`t = nh`):
-
-    .. math::
-        r_{\rm GD} = r_{\rm PF} = \frac{\operatorname{Re}\log(1 - h\lambda)}{h} = \frac{\log|1 - h\lambda|}{h},\qquad
-        r_{\rm NGF} = -\lambda,\qquad r_{\rm IGR} = -\lambda\big(1 + \tfrac{h\lambda}2\big).
-
-    For :math:`\lambda < 0` (a saddle or maximum): :math:`r_{\rm GD} = \log(1 + h|\lambda|)/h < |\lambda| = r_{\rm NGF}`
-    and :math:`r_{\rm IGR} = |\lambda|(1 - h|\lambda|/2)`, negative once :math:`h|\lambda| > 2`.
-    The per-step factor of the modulus is :math:`e^{hr}`; :math:`h\lambda = 1` gives :math:`r = -\infty`.
-    Book: chapter 4, eqs. ``eq-stab-rate`` and ``eq-stab-rates-ngf-igr``.
-
-    Args:
-      h: the learning rate, ``h > 0``.
-      lam: a curvature or an array of them.
-
-    Returns:
-      ``{"GD": r, "PF": r, "NGF": r, "IGR": r}``, NumPy arrays shaped like ``lam``.
-    """
-    check_learning_rate(h)
-    lam = np.asarray(lam, dtype=float)
-    with np.errstate(divide="ignore"):
-        r = np.log(np.abs(1.0 - h * lam)) / h
-    pf = np.asarray(log_one_minus(jnp.asarray(h * lam))).real / h
-    return {"GD": r, "PF": pf, "NGF": -lam, "IGR": -lam * (1 + h * lam / 2)}
-
-
-REGIMES = (
-    "escape (negative curvature)",
-    "flat",
-    "monotone convergence",
-    "one-step convergence",
-    "oscillating convergence",
-    "period-2 cycle",
-    "oscillating divergence",
-)
-
-
-def stability_regime(h_lambda, atol: float = 1e-12):
-    r"""Name the regime of gradient descent (and of the PF) along a direction with :math:`x = h\lambda`.
-
-    ==================  ===============================  =========================================
-    :math:`x`           regime                           GD factor :math:`1 - x` per step
-    ==================  ===============================  =========================================
-    :math:`x < 0`       escape (negative curvature)      :math:`> 1`: grows, same sign
-    :math:`x = 0`       flat                             :math:`1`
-    :math:`0 < x < 1`   monotone convergence             in :math:`(0, 1)`
-    :math:`x = 1`       one-step convergence             :math:`0`
-    :math:`1 < x < 2`   oscillating convergence          in :math:`(-1, 0)`: flips sign, shrinks
-    :math:`x = 2`       period-2 cycle                   :math:`-1`
-    :math:`x > 2`       oscillating divergence           :math:`< -1`: flips sign, grows
-    ==================  ===============================  =========================================
-
-    The boundaries are matched with tolerance ``atol``.
-    Book: chapter 4, §One direction at a time.
-
-    Args:
-      h_lambda: a real number or an array of them.
-
-    Returns:
-      One of :data:`REGIMES` (a string), or a list of them for an array.
-    """
-    arr = np.asarray(h_lambda)
-    if np.iscomplexobj(arr):
-        raise ValueError("stability_regime needs real h*lambda (eigenvalues of a real symmetric Hessian); "
-                         "pass the real part if the imaginary part is rounding noise.")
-    arr = arr.astype(float)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"h*lambda must be finite, got {h_lambda!r}.")
-
-    def one(x):
-        for edge, name in ((0.0, REGIMES[1]), (1.0, REGIMES[3]), (2.0, REGIMES[5])):
-            if abs(x - edge) <= atol:
-                return name
-        if x < 0:
-            return REGIMES[0]
-        if x < 1:
-            return REGIMES[2]
-        return REGIMES[4] if x < 2 else REGIMES[6]
-
-    return one(float(arr)) if arr.ndim == 0 else [one(float(v)) for v in arr.ravel()]

@@ -21,7 +21,7 @@ STYLE = {
 }
 
 __all__ = ["STYLE", "contour", "figure", "legend_below", "time_series", "trajectory",
-           "REGIME_BANDS", "animation_html", "descent_animation", "regime_map"]
+           "animation_html", "descent_animation", "regime_map"]
 
 
 def figure(ncols: int = 1, width: float = 4.2, height: float = 3.4, **kw):
@@ -215,39 +215,30 @@ def eos_animation(history, run: int = 0, frames: int = 60, interval: int = 120, 
 
 # --------------------------------------------------------------------------- chapters 4 and 5
 
-#: Background colour of each band of h*lambda in :func:`regime_map`.
-REGIME_BANDS = (
-    (-np.inf, 0.0, "#fde8d4", "escape"),
-    (0.0, 1.0, "#ffffff", "monotone"),
-    (1.0, 2.0, "#e1ecf7", "flips sign,\nconverges"),
-    (2.0, np.inf, "#f7dede", "flips sign,\ndiverges"),
-)
-
-
 def regime_map(ax, markers=None, x_range=(-1.5, 3.5), signed: bool = False, labels: bool = True):
     r"""Per-step factor of each model along one eigen-direction, against :math:`x = h\lambda`.
 
     GD and the PF multiply the coordinate by :math:`1 - x` per step, NGF by :math:`e^{-x}` and IGR by
     :math:`e^{-x(1 + x/2)}` (book: chapter 3, eq. ``eq-step-factors``), computed here from
-    :func:`pfcourse.flows.growth_rates` (factor :math:`= e^{hr}`) and
+    :func:`pfcourse.stability.growth_rates` (factor :math:`= e^{hr}`) and
     :func:`pfcourse.flows.log_one_minus`. With ``signed=False`` the modulus is drawn on a log scale
     (above 1: the direction grows); with ``signed=True`` the signed factor (below 0: it flips sign).
     ``markers``: values of :math:`h\lambda_i` to mark with vertical lines (e.g. at the current point).
     Book: chapter 4, §A map of the regimes; the landscape explorer.
     """
-    from pfcourse import flows  # presentation uses the core
+    from pfcourse import flows, stability  # presentation uses the core
 
     lo, hi = x_range
     xs = np.linspace(lo, hi, 801)
     xs = xs[np.abs(xs - 1) > 1e-3]
-    rates = flows.growth_rates(1.0, xs)               # h = 1: lam = x
+    rates = stability.growth_rates(1.0, xs)               # h = 1: lam = x
     pf = np.exp(np.asarray(flows.log_one_minus(jnp.asarray(xs))))
     curves = {
         "PF": pf.real if signed else np.abs(pf),
         "NGF": np.exp(rates["NGF"]),
         "IGR": np.exp(rates["IGR"]),
     }
-    for a, b, colour, name in REGIME_BANDS:
+    for a, b, colour, name in stability.REGIME_BANDS:
         a, b = max(a, lo), min(b, hi)
         if a < b:
             ax.axvspan(a, b, color=colour, zorder=0, lw=0)

@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import sympy as sp  # noqa: E402
 
-from pfcourse import central_flow, dal, data, eos, flows, landscapes, models, plots, spectral, symbolic  # noqa: E402
+from pfcourse import central_flow, dal, data, eos, flows, landscapes, models, plots, spectral, stability, symbolic  # noqa: E402
 from pfcourse.widgets import eos_player, explorer, landscape_explorer  # noqa: E402
 
 
@@ -87,8 +87,8 @@ finite(jnp.abs(flows.pf_coefficient(jnp.array([0.5, 1.5]))))
 done("chapter 3: principal_flow, quadratic_pf_solution, log_one_minus, pf_coefficient")
 
 # ---- chapters 4 and 5: stability, beyond quadratics, the explorer widget (ipywidgets)
-flows.growth_rates(0.5, np.array([1.0, 3.0, 5.0]))
-flows.stability_regime(1.5)
+stability.growth_rates(0.5, np.array([1.0, 3.0, 5.0]))
+stability.stability_regime(1.5)
 p = jnp.array([0.9, 0.1])
 for make in (flows.third_order_flow, flows.pf_corrected_flow, flows.principal_flow):
     finite(jnp.abs(make(well.loss, 0.3)(p.astype(complex) if make is not flows.third_order_flow else p)))
@@ -121,7 +121,7 @@ history = eos.gd_edge_of_stability(apply, params0, ds.x_train, ds.y_train, [0.2,
                                    num_iter=8, progress=False)
 eos.fit_check(history, tolerance=0.15)
 history.summary()
-finite(eos.pf_growth_rate(0.5, history.run(1)["sharpness"]))
+finite(stability.growth_rates(0.5, history.run(1)["sharpness"])["PF"])
 fig, axes = plots.figure(2)
 plots.eos_sharpness(axes[0], history)
 plots.eos_loss(axes[1], history)

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
-from pfcourse import data, eos, flows, models, spectral  # noqa: E402
+from pfcourse import data, eos, flows, models, spectral, stability  # noqa: E402
 from pfcourse.flows import DivergenceError  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def test_pf_reading_of_the_top_direction(tiny_run):
     np.testing.assert_allclose(hist.pf_factor[ok], 1 - x[ok], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(hist.pf_coefficient[ok], np.asarray(flows.pf_coefficient(jnp.asarray(x[ok]))), rtol=1e-12)
     xs = np.array([-0.5, 0.3, 1.0 + 1e-9, 1.7, 2.0, 2.6])
-    np.testing.assert_allclose(eos.pf_step_factor(xs, 1.0), 1 - xs, atol=1e-12)
+    np.testing.assert_allclose(stability.pf_step_factor(xs, 1.0), 1 - xs, atol=1e-12)
 
 
 def test_gd_factor_equals_pf_factor_on_a_quadratic():
@@ -279,22 +279,6 @@ def test_player_widget(tiny_run):
     box.children[1].children[1].click()
     assert box.state["history"].loss.shape == (1, 7)
     assert "digits" in box.children[0].value
-
-
-def test_pf_growth_rate_changes_sign_at_two():
-    """eq-eos-growth, eq-eos-factor against gradient descent itself: on E = (1/2) sum_i lam_i theta_i^2
-    each coordinate is a 1-D quadratic, and the rate measured over actual GD iterates,
-    log|theta_n / theta_0| / (n h), is pf_growth_rate; the factor of one step, theta_1 / theta_0
-    (signed), is pf_step_factor. The rate is negative for 0 < h lam < 2, zero at 2, positive beyond."""
-    h = 0.25
-    lam = np.array([-3.0, 0.5, 2.0, 5.0, 7.9, 8.0, 8.1, 12.0])
-    n = 10
-    gd = np.asarray(flows.gradient_descent(lambda t: 0.5 * jnp.sum(jnp.asarray(lam) * t**2),
-                                           jnp.ones(lam.size), h, n))
-    r = eos.pf_growth_rate(h, lam)
-    np.testing.assert_allclose(r, np.log(np.abs(gd[n])) / (n * h), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(eos.pf_step_factor(h, lam), gd[1] / gd[0], rtol=1e-12, atol=1e-15)
-    assert np.all(r[1:5] < 0) and abs(r[5]) < 1e-12 and r[6] > 0 and r[7] > 0 and r[0] > 0
 
 
 def test_loss_change_along_is_exact_on_a_quadratic():

@@ -24,7 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"pfcourse": ROOT / "pfcourse", "pfcourse_instructor": ROOT / "instructor" / "pfcourse_instructor"}
 TOOLING = ("pfcourse_instructor", "nbformat", "nbclient", "jupytext", "sphinx")
-CORE = {"flows", "spectral", "symbolic", "landscapes", "models", "data", "_checks"}
+CORE = {"flows", "spectral", "symbolic", "landscapes", "stability", "models", "data", "_checks"}
 EXPERIMENTS = {"eos", "dal", "central_flow"}
 PRESENTATION = {"plots", "widgets", "__main__"}
 

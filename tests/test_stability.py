@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import sympy as sp
 
-from pfcourse import flows, landscapes
+from pfcourse import flows, landscapes, stability
 
 
 def jacobian_fd(field, point, eps=1e-6):
@@ -53,21 +53,21 @@ def test_integrated_pf_mode_has_the_predicted_rate_and_frequency(hl):
     z = np.asarray(flows.integrate(flows.principal_flow(E, h), jnp.ones(1), ts, method="rk4", substeps=50))[:, 0]
     log_w = np.log(complex(1 - hl))
     np.testing.assert_allclose(z, np.exp(ts / h * log_w), atol=1e-9)
-    r = flows.growth_rates(h, lam)["PF"]
+    r = stability.growth_rates(h, lam)["PF"]
     np.testing.assert_allclose(np.abs(z), np.exp(r * ts), rtol=1e-8)
     gd = np.asarray(flows.gradient_descent(E, jnp.ones(1), h, 4))[:, 0]
     np.testing.assert_allclose(z[::4].real, gd, atol=1e-9)
 
 
 def test_growth_rates_match_rates_measured_on_the_models():
-    """eq-stab-rate, eq-stab-rates-ngf-igr: flows.growth_rates against rates *measured* on each model,
+    """eq-stab-rate, eq-stab-rates-ngf-igr: stability.growth_rates against rates *measured* on each model,
     all regimes at once. E = (1/2) sum_i lam_i theta_i^2 decouples, so coordinate i is the 1-D
     quadratic of curvature lam_i: GD's rate is log|theta_n / theta_0| / (n h) over actual iterates;
     the PF's is log|z(t)| / t on the exact PF solution at times between the iterates (and the PF
     meets every iterate); NGF's and IGR's come from integrating their fields numerically (RK4)."""
     h = 0.4
     lam = np.array([-3.0, -0.5, 0.5, 2.0, 4.0, 5.0, 7.5])   # h lam from -1.2 to 3: every regime
-    r = flows.growth_rates(h, lam)
+    r = stability.growth_rates(h, lam)
     E = lambda t: 0.5 * jnp.sum(jnp.asarray(lam) * t**2)
     theta0 = jnp.ones(lam.size)
 
@@ -89,9 +89,9 @@ def test_growth_rates_match_rates_measured_on_the_models():
 
     # h lambda = 1: one GD step lands on the minimum, so the rate is -inf
     assert np.asarray(flows.gradient_descent(lambda t: jnp.sum(t**2), jnp.ones(1), 0.5, 1))[1, 0] == 0.0
-    assert np.isneginf(flows.growth_rates(0.5, 2.0)["GD"])
+    assert np.isneginf(stability.growth_rates(0.5, 2.0)["GD"])
     with pytest.raises(ValueError, match="learning rate"):
-        flows.growth_rates(-1.0, 1.0)
+        stability.growth_rates(-1.0, 1.0)
 
 
 @pytest.mark.parametrize("hl", [1.2, 1.5, 1.9, 2.0, 2.4])
@@ -118,13 +118,13 @@ def test_period_two_sign_flips(hl):
 def test_stability_regime_names():
     """Chapter 4 table: the regime of each h lambda, boundaries included; bad input is refused."""
     xs = [-0.3, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0]
-    assert flows.stability_regime(xs) == list(flows.REGIMES)
-    assert flows.stability_regime(1.0 + 1e-14) == "one-step convergence"
-    assert flows.stability_regime(1.0 + 1e-6) == "oscillating convergence"
+    assert stability.stability_regime(xs) == list(stability.REGIMES)
+    assert stability.stability_regime(1.0 + 1e-14) == "one-step convergence"
+    assert stability.stability_regime(1.0 + 1e-6) == "oscillating convergence"
     with pytest.raises(ValueError, match="real"):
-        flows.stability_regime(1.0 + 0.5j)
+        stability.stability_regime(1.0 + 0.5j)
     with pytest.raises(ValueError, match="finite"):
-        flows.stability_regime(np.nan)
+        stability.stability_regime(np.nan)
 
 
 # ---------------------------------------------------------------- fixed points (eq-stab-jacobian, eq-stab-criterion)
@@ -217,7 +217,7 @@ def test_escape_rates_along_negative_curvature(h):
         "NGF": fitted_rate(fine, flows.integrate(flows.gradient_flow(S.loss), start, fine, method="rk4", substeps=25)[:, 1]),
         "IGR": fitted_rate(fine, flows.integrate(flows.igr_flow(S.loss, h), start, fine, method="rk4", substeps=25)[:, 1]),
     }
-    formula = flows.growth_rates(h, -1.0)
+    formula = stability.growth_rates(h, -1.0)
     np.testing.assert_allclose(float(formula["GD"]), np.log(1 + h) / h, rtol=1e-14)
     np.testing.assert_allclose(float(formula["IGR"]), 1 - h / 2, rtol=1e-14)
     for m, r in measured.items():
@@ -288,3 +288,21 @@ def test_double_well_pf_flips_sign_with_gd_near_the_threshold():
             assert 1.0 < pf[12] / gd[12] < 2.0
         ngf = np.asarray(flows.integrate(flows.gradient_flow(L.loss), start, ts, method="rk4", substeps=50))[:, 0] - 1
         assert np.all(ngf >= 0)
+
+
+def test_pf_rate_and_step_factor_match_gradient_descent():
+    """eq-eos-growth, eq-eos-factor against gradient descent itself: on E = (1/2) sum_i lam_i theta_i^2
+    each coordinate is a 1-D quadratic, and the rate measured over actual GD iterates,
+    log|theta_n / theta_0| / (n h), is growth_rates()['PF']; the factor of one step, theta_1 / theta_0
+    (signed), is pf_step_factor. The rate is negative for 0 < h lam < 2, zero at 2, positive beyond."""
+    h = 0.25
+    lam = np.array([-3.0, 0.5, 2.0, 5.0, 7.9, 8.0, 8.1, 12.0])
+    n = 10
+    gd = np.asarray(flows.gradient_descent(lambda t: 0.5 * jnp.sum(jnp.asarray(lam) * t**2),
+                                           jnp.ones(lam.size), h, n))
+    r = stability.growth_rates(h, lam)["PF"]
+    # float64: each GD step multiplies by 1 - h lam exactly up to one rounding (~1e-16), so 10 steps
+    # and a log stay within ~1e-14, 100x inside the tolerances.
+    np.testing.assert_allclose(r, np.log(np.abs(gd[n])) / (n * h), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stability.pf_step_factor(h, lam), gd[1] / gd[0], rtol=1e-12, atol=1e-15)
+    assert np.all(r[1:5] < 0) and abs(r[5]) < 1e-12 and r[6] > 0 and r[7] > 0 and r[0] > 0

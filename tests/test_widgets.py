@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.animation import FuncAnimation
 
-from pfcourse import flows, landscapes, plots
+from pfcourse import flows, landscapes, plots, stability
 from pfcourse.widgets import explorer, landscape_explorer
 
 
@@ -39,7 +39,7 @@ def test_compute_state_and_draw_every_scene(name):
     assert set(state["curves"]) | set(state["errors"]) == {"NGF", "IGR", "PF"}
     for m, pts in state["curves"].items():
         assert pts.shape == (len(state["ts"]), 2)
-    assert len(state["regimes"]) == 2 and all(r in flows.REGIMES for r in state["regimes"])
+    assert len(state["regimes"]) == 2 and all(r in stability.REGIMES for r in state["regimes"])
     fig = explorer.draw(state)
     assert len(fig.axes) == 3
     assert _gd_line(fig.axes[0], state["gd"]) is not None

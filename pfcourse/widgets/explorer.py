@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pfcourse import flows, landscapes, plots, spectral
+from pfcourse import flows, landscapes, plots, spectral, stability
 
 __all__ = ["MODELS", "SCENES", "Scene", "compute_state", "draw", "figure_output", "landscape_explorer", "Explorer"]
 
@@ -145,7 +145,7 @@ def compute_state(
     (:func:`pfcourse.flows.log_one_minus`). If GD diverges, the run stops at the last finite
     iterate; if a flow fails (diverges, or meets :math:`h\lambda = 1`), its error is recorded
     instead of its curve. At the GD iterate ``at_step`` the Hessian's eigenvalues give
-    :math:`h\lambda_i` and their regimes (:func:`pfcourse.flows.stability_regime`).
+    :math:`h\lambda_i` and their regimes (:func:`pfcourse.stability.stability_regime`).
 
     Args:
       landscape_name: a key of :data:`SCENES`.
@@ -200,7 +200,7 @@ def compute_state(
     return {
         "name": landscape_name, "landscape": L, "h": h, "steps": steps, "diverged": diverged,
         "gd": gd, "ts": ts, "curves": curves, "errors": errors, "losses": losses,
-        "at_step": k, "point": point, "h_lambdas": h * lam, "regimes": flows.stability_regime(h * lam),
+        "at_step": k, "point": point, "h_lambdas": h * lam, "regimes": stability.stability_regime(h * lam),
         "models": models,
     }
 
