@@ -42,7 +42,7 @@ it computes in the dtype of the parameters (float32 or float64).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,10 +62,12 @@ __all__ = [
     "eigh_descending",
     "hessian",
     "hessian_eigh",
+    "hessian_spectrum_ends",
     "hvp",
     "lanczos",
     "power_iteration",
     "sharpness",
+    "SpectrumEnds",
     "top_hessian_eigenpairs",
 ]
 
@@ -444,6 +446,80 @@ def top_hessian_eigenpairs(
             )
     _, matvec = jax.linearize(jax.grad(E_flat), flat)
     return lanczos(matvec, D if v0 is None else v0, k, min(num_iter, D), key=key, dtype=flat.dtype)
+
+
+class SpectrumEnds(NamedTuple):
+    r"""Both ends of a Hessian's spectrum from one Lanczos run (:func:`hessian_spectrum_ends`).
+
+    Attributes:
+        top: the ``k`` largest Ritz values, descending, ``(k,)`` (``top[0]`` is the sharpness).
+        top_vectors: their unit Ritz vectors as flat columns, ``(D, k)``.
+        bottom: the ``k`` smallest Ritz values, ascending, ``(k,)`` (``bottom[0]`` estimates :math:`\lambda_{\min}`).
+        bottom_vectors: their unit Ritz vectors as flat columns, ``(D, k)``.
+    """
+
+    top: jax.Array
+    top_vectors: jax.Array
+    bottom: jax.Array
+    bottom_vectors: jax.Array
+
+
+def hessian_spectrum_ends(
+    E: Loss,
+    params: PyTree,
+    k: int = 1,
+    num_iter: int = 20,
+    *,
+    key: jax.Array | None = None,
+    v0: jax.Array | None = None,
+) -> SpectrumEnds:
+    r"""The largest and the smallest eigenvalues of the Hessian, with eigenvectors, from one Lanczos run.
+
+    The Ritz values :math:`\theta_1 \ge \dots \ge \theta_m` of one ``num_iter``-step Lanczos run on
+    :math:`x \mapsto Hx` (:func:`lanczos`, all ``m`` Ritz pairs) approximate *both* ends of the
+    spectrum at once: by the Cauchy interlacing theorem :math:`\lambda_{\min} \le \theta_m` and
+    :math:`\theta_1 \le \lambda_{\max}`, and both converge at the rates of Kaniel-Paige theory. This
+    returns the ``k`` largest and the ``k`` smallest, at the cost of :func:`top_hessian_eigenpairs`
+    (``num_iter`` Hessian-vector products). In plain Python::
+
+        theta, Y = lanczos(hvp, v0, k=m, num_iter=m)      # all m Ritz pairs, descending
+        top, bottom = theta[:k], theta[::-1][:k]
+
+    Used to watch the most negative curvature next to the sharpness, e.g. the bound
+    :math:`r_t \le \max_i|\lambda_i| = \max(\lambda_0, -\lambda_{\min})` of DAL.
+
+    Args:
+        E: scalar loss ``E(params)``.
+        params: any pytree of float arrays, ``D`` entries in all.
+        k: pairs at each end, ``1 <= k <= num_iter`` (the ends overlap if ``2k > num_iter``).
+        num_iter: Krylov dimension, capped at ``D`` (where Lanczos is exact).
+        key: PRNG key of the random start (default ``jax.random.key(0)``).
+        v0: optional warm start, a flat ``(D,)`` vector.
+
+    Returns:
+        a :class:`SpectrumEnds` ``(top, top_vectors, bottom, bottom_vectors)``.
+
+    Raises:
+        ValueError: as :func:`top_hessian_eigenpairs`.
+
+    References:
+        Golub & Van Loan 2013, §10.1.4-10.1.5 (interlacing, Kaniel-Paige) [golub2013matrix].
+
+    Book: chapter 7, §The experiment.
+    """
+    flat, _, E_flat = flat_loss(E, params)
+    D = flat.shape[0]
+    _check_krylov_sizes(k, num_iter, max(num_iter, D))
+    if k > D:
+        raise ValueError(f"hessian_spectrum_ends: k={k} eigenpairs asked for, but the Hessian is {D}x{D}.")
+    m = min(num_iter, D)
+    if v0 is not None:
+        v0 = jnp.asarray(v0, flat.dtype)
+        if v0.shape != (D,):
+            raise ValueError(f"hessian_spectrum_ends: v0 must be a flat vector of shape ({D},), got {v0.shape}.")
+    _, matvec = jax.linearize(jax.grad(E_flat), flat)
+    theta, Y = lanczos(matvec, D if v0 is None else v0, m, m, key=key, dtype=flat.dtype)
+    return SpectrumEnds(theta[:k], Y[:, :k], theta[::-1][:k], Y[:, ::-1][:, :k])
 
 
 def power_iteration(matvec: Matvec, v0: jax.Array, num_iter: int = 100) -> tuple[jax.Array, jax.Array]:
