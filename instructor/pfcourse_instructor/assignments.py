@@ -9,7 +9,11 @@ An assignment is ``coursework/NN_name.md``, a MyST notebook that belongs to the 
   contract (the function to write);
 - code cells tagged ``setup`` (imports, shared data), ``answer`` (the instructor's solution, with the
   solution between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` inside a function), ``public-tests``
-  (checks the student sees and runs) and ``hidden-tests`` (checks only the grader runs);
+  (checks the student sees and runs), ``hidden-tests`` (checks only the grader runs: a *probe* part
+  that runs in the student's process and binds ``probe``, plain data, then, after the line
+  ``# ---- grader ----``, a *check* part that runs in the grader's process on ``probe``) and
+  ``wrong-answer`` (a plausible wrong replacement of the answer cell that passes the public checks
+  and must fail a hidden test; only the tests use it);
 - other Markdown cells are kept as they are.
 
 The student version replaces every solution by ``raise NotImplementedError(...)`` (the function's
@@ -20,6 +24,7 @@ Book: all chapters (``notebooks/assignments/NN_name.ipynb``).
 """
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +34,8 @@ import nbformat
 from . import myst
 from .common import GENERATED_BY, install_cell_source, new_notebook, repository_root
 
-ROLES = ("setup", "answer", "public-tests", "hidden-tests")
+ROLES = ("setup", "answer", "public-tests", "hidden-tests", "wrong-answer")
+GRADER_LINE = "# ---- grader ----"
 BEGIN = re.compile(r"^(\s*)#\s*BEGIN SOLUTION\s*$")
 END = re.compile(r"^\s*#\s*END SOLUTION\s*$")
 QUESTION_HEADING = re.compile(r"^## Question (\d+)\b", re.M)
@@ -41,6 +47,14 @@ class AssignmentError(ValueError):
 
 
 @dataclass
+class HiddenTest:
+    """One hidden test: ``probe`` runs in the student's process, ``check`` in the grader's."""
+
+    probe: str
+    check: str
+
+
+@dataclass
 class Question:
     label: str
     number: int
@@ -48,7 +62,13 @@ class Question:
     prompt: str = ""
     answers: list[str] = field(default_factory=list)
     public_tests: list[str] = field(default_factory=list)
-    hidden_tests: list[str] = field(default_factory=list)
+    hidden_tests: list[HiddenTest] = field(default_factory=list)
+    wrong_answers: list[str] = field(default_factory=list)
+
+    @property
+    def functions(self) -> list[str]:
+        """Names of the functions the answer cells define (how a submission is matched without metadata)."""
+        return [name for source in self.answers for name in defined_functions(source)]
 
     def stubs(self) -> list[str]:
         return [stub_solution(source, self.number) for source in self.answers]
@@ -97,8 +117,8 @@ class Assignment:
                     f"## Question {current.number} · {exercise} ({points})",
                     "\n".join(myst.quote(statement.splitlines())),
                     myst.convert_markdown(current.prompt, ctx)] if part.strip())
-                cells.append(nbformat.v4.new_markdown_cell(
-                    text, metadata={"pfcourse": {"role": "question", "question": current.label}}))
+                cells.append(nbformat.v4.new_markdown_cell(text, metadata={"pfcourse": {
+                    "role": "question", "question": current.label, "points": current.points}}))
             elif role == "setup":
                 cells.append(nbformat.v4.new_code_cell(
                     payload, metadata={**locked, "pfcourse": {"role": "setup"}}))
@@ -122,6 +142,37 @@ class Assignment:
         return new_notebook(cells, {"pfcourse": {
             "assignment": self.name, "source": f"coursework/{self.path.name}",
             "generated_by": GENERATED_BY}})
+
+
+def defined_functions(source: str) -> list[str]:
+    """Top-level ``def`` names of a code cell (empty if it does not parse)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return []
+    return [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+
+
+def split_hidden_test(source: str, where: str) -> HiddenTest:
+    """Split a hidden-tests cell at its ``# ---- grader ----`` line; check both parts (see the README)."""
+    lines = source.splitlines()
+    marks = [n for n, line in enumerate(lines) if line.rstrip() == GRADER_LINE]
+    if len(marks) != 1:
+        raise AssignmentError(f"{where}: a hidden-tests cell needs exactly one line `{GRADER_LINE}` between "
+                              "its probe (student's process, binds `probe`) and its check (grader's process).")
+    probe, check = "\n".join(lines[:marks[0]]), "\n".join(lines[marks[0] + 1:])
+    try:
+        probe_tree, _ = ast.parse(probe), ast.parse(check)
+    except SyntaxError as err:
+        raise AssignmentError(f"{where}: the hidden test does not parse: {err}") from None
+    if any(isinstance(node, ast.Assert) for node in ast.walk(probe_tree)):
+        raise AssignmentError(f"{where}: an assert above `{GRADER_LINE}` would run in the student's process; "
+                              "record the value in `probe` and assert below the line.")
+    binds = any(isinstance(node, ast.Name) and node.id == "probe" and isinstance(node.ctx, ast.Store)
+                for node in ast.walk(probe_tree))
+    if not binds:
+        raise AssignmentError(f"{where}: the probe part (above `{GRADER_LINE}`) must bind `probe`, a dict of plain data.")
+    return HiddenTest(probe=probe, check=check)
 
 
 def public_check_source(code: str, question: Question) -> str:
@@ -221,9 +272,14 @@ def load_assignment(path: str | Path, root: str | Path | None = None) -> Assignm
         elif role == "public-tests":
             current.public_tests.append(source)
         elif role == "hidden-tests":
-            current.hidden_tests.append(source)
+            current.hidden_tests.append(split_hidden_test(source, where))
+        elif role == "wrong-answer":
+            current.wrong_answers.append(source)
         cells.append((role, source))
     for q in questions:
+        if q.wrong_answers and set(defined_functions("\n".join(q.wrong_answers))) != set(q.functions):
+            raise AssignmentError(f"{path.name}: question {q.label}: a wrong-answer cell replaces the answer "
+                                  f"cell, so it defines the same functions ({', '.join(q.functions)}).")
         missing = [kind for kind, items in (("answer", q.answers), ("public-tests", q.public_tests),
                                             ("hidden-tests", q.hidden_tests)) if not items]
         if missing:
