@@ -88,6 +88,14 @@ def execute_chapters(second_backend: bool = False, report: Path | None = None) -
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 
 
+def jupyter_book_command(book: Path, *extra: str, strict: bool = True) -> list[str]:
+    """The one Jupyter Book command line: build ``book`` (a folder with _config.yml and _toc.yml) into
+    ``book/_build``; ``strict`` adds ``-W -n`` (a warning or a broken reference fails the build)."""
+    return [str(BIN / "jupyter-book"), "build", str(book), "--path-output", str(book),
+            "--config", str(book / "_config.yml"), "--toc", str(book / "_toc.yml"),
+            *(["-W", "-n"] if strict else []), "--keep-going", *extra]
+
+
 def build_book(extra: list[str] | None = None, log: Path | None = None, second_backend: bool = False,
                report: Path | None = None) -> int:
     """Execute the chapters (:func:`execute_chapters`), then build the book strictly into _build/html.
@@ -102,9 +110,7 @@ def build_book(extra: list[str] | None = None, log: Path | None = None, second_b
     if any(r["error"] and r["backend"] == "default" for r in results) or (code and not results):
         print("[dev] a chapter failed to execute (see above): the book was not built", flush=True)
         return code or 1
-    cmd = [str(BIN / "jupyter-book"), "build", str(ROOT), "--path-output", str(ROOT),
-           "--config", str(ROOT / "_config.yml"), "--toc", str(ROOT / "_toc.yml"),
-           "-W", "-n", "--keep-going", *(extra or [])]
+    cmd = jupyter_book_command(ROOT, *(extra or []))
     print("[dev] " + " ".join(cmd), flush=True)
     if log is None:
         return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode or code
@@ -125,9 +131,7 @@ def check_chapter(path: str) -> int:
 
 def build_pdf(extra: list[str] | None = None) -> int:
     """The whole book as one PDF, _build/latex/book.pdf (xelatex; reuses the execution cache)."""
-    cmd = [str(BIN / "jupyter-book"), "build", str(ROOT), "--path-output", str(ROOT),
-           "--config", str(ROOT / "_config.yml"), "--toc", str(ROOT / "_toc.yml"),
-           "--builder", "pdflatex", "--keep-going", *(extra or [])]
+    cmd = jupyter_book_command(ROOT, "--builder", "pdflatex", *(extra or []), strict=False)
     print("[dev] " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 

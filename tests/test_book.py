@@ -1,6 +1,6 @@
 """The book builds strictly, and the strict gate really fails on a broken cell or a warning."""
 import json
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import dev  # noqa: E402
 from tools import execute  # noqa: E402
+import minibook  # noqa: E402
 
 pytestmark = pytest.mark.book
 
@@ -120,21 +121,10 @@ def test_rebuild_reuses_the_execution_cache(tmp_path):
 
 def _mini_book(tmp_path: Path, body: str) -> Path:
     """A one-page book that uses the project's real _config.yml (so it tests the real gate)."""
-    (tmp_path / "book").mkdir()
-    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
-    shutil.copytree(ROOT / "tools", tmp_path / "tools")  # its local_extensions (book_offline)
-    (tmp_path / "references.bib").write_text((ROOT / "references.bib").read_text())
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
-    header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
-              "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n")
-    (tmp_path / "book" / "page.md").write_text(header + "# A page\n\n" + body)
-    return tmp_path
+    return minibook.make(tmp_path, {"page": "# A page\n\n" + body})
 
 
-def _build(book: Path) -> subprocess.CompletedProcess:
-    cmd = [str(dev.BIN / "jupyter-book"), "build", str(book), "--path-output", str(book),
-           "--config", str(book / "_config.yml"), "--toc", str(book / "_toc.yml"), "-W", "-n", "--keep-going"]
-    return subprocess.run(cmd, cwd=book, env=dev._env(), capture_output=True, text=True, timeout=600)
+_build = minibook.build
 
 
 def test_gate_fails_on_a_broken_cell(tmp_path):
@@ -155,3 +145,33 @@ def test_gate_passes_a_good_page(tmp_path):
     book = _mini_book(tmp_path, "```{code-cell} ipython3\nprint(1 + 1)\n```\n")
     result = _build(book)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+SOLUTIONS_PAGE = (
+    "# A page\n\n:::{exercise}\n:label: ex-one\n\nFirst exercise.\n:::\n\n"
+    ":::{solution} ex-one\n:class: dropdown\n\nPLAIN-SOLUTION-TEXT\n:::\n\n"
+    ":::{exercise}\n:label: ex-two\n\nSecond exercise.\n:::\n\n"
+    ":::{solution-start} ex-two\n:class: dropdown\n:::\n\nGATED-SOLUTION-TEXT\n\n"
+    "```{code-cell} ipython3\nprint('GATED' + '-OUTPUT')\n```\n\n:::{solution-end}\n:::\n")
+
+
+def _built_page(folder: Path, hide: bool) -> str:
+    from pfcourse_instructor import common
+
+    env = dev._env()
+    env.pop(common.HIDE_SOLUTIONS_ENV, None)
+    env.update({common.HIDE_SOLUTIONS_ENV: "1"} if hide else {})
+    book = minibook.make(folder, {"page": SOLUTIONS_PAGE})
+    result = minibook.build(book, env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return minibook.page(book, "page")
+
+
+def test_solutions_are_collapsed_by_default_and_the_switch_hides_them(tmp_path):
+    shown = _built_page(tmp_path / "shown", hide=False)
+    assert "PLAIN-SOLUTION-TEXT" in shown and "GATED-SOLUTION-TEXT" in shown and "GATED-OUTPUT" in shown
+    assert re.search(r'class="[^"]*solution[^"]*dropdown', shown), "solutions are collapsed (dropdown)"
+    hidden = _built_page(tmp_path / "hidden", hide=True)
+    assert "First exercise" in hidden and "Second exercise" in hidden
+    for text in ("PLAIN-SOLUTION-TEXT", "GATED-SOLUTION-TEXT", "GATED-OUTPUT"):
+        assert text not in hidden, f"{text} is shown although solutions are hidden"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -154,25 +153,14 @@ def test_chapter_notebook_runs_the_chapters_code(path):
 
 
 def test_colab_button_opens_the_generated_notebook(tmp_path):
-    """Build a one-page book with the real _config.yml: its Colab link points at notebooks/page.ipynb."""
-    sys.path.insert(0, str(ROOT))
-    import dev
+    """Build a two-page book with the real _config.yml: its Colab link points at notebooks/page.ipynb."""
+    import minibook
 
-    book = tmp_path
-    (book / "book").mkdir()
+    cell = "```{code-cell} ipython3\n1 + 1\n```\n"
+    book = minibook.make(tmp_path, {name: f"# {name}\n\n{cell}" for name in ("page", "other")})
     (book / "notebooks").mkdir()
-    shutil.copy(ROOT / "_config.yml", book / "_config.yml")
-    shutil.copytree(ROOT / "tools", book / "tools", dirs_exist_ok=True)  # its local_extensions
-    shutil.copy(ROOT / "references.bib", book / "references.bib")
-    (book / "_toc.yml").write_text("format: jb-book\nroot: book/page\nchapters:\n  - file: book/other\n")
-    header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
-              "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n")
-    for name in ("page", "other"):
-        (book / "book" / f"{name}.md").write_text(header + f"# {name}\n\n```{{code-cell}} ipython3\n1 + 1\n```\n")
     nbformat.write(nbformat.v4.new_notebook(), book / "notebooks" / "page.ipynb")   # 'other' has none
-    cmd = [str(dev.BIN / "jupyter-book"), "build", str(book), "--path-output", str(book),
-           "--config", str(book / "_config.yml"), "--toc", str(book / "_toc.yml"), "-W", "-n", "--keep-going"]
-    result = subprocess.run(cmd, cwd=book, env=dev._env(), capture_output=True, text=True, timeout=600)
+    result = minibook.build(book)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     page = (book / "_build" / "html" / "book" / "page.html").read_text()
     links = re.findall(r'https://colab\.research\.google\.com/[^"\']+', page)
