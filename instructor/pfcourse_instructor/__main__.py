@@ -22,17 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into one CSV")
     grade.add_argument("submissions", help="folder of .ipynb files (searched recursively)")
     grade.add_argument("--out", default="scores.csv", help="CSV to write (default: scores.csv)")
-    grade.add_argument("--assignment", default=None,
-                       help="coursework/NN_name.md (default: from each notebook's metadata or file name)")
-    grade.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell and per test")
+    grade.add_argument("--assignment", action="append", default=None,
+                       help="an assignment source NN_name.md, or a folder of them (a private copy with your own "
+                            "hidden tests); repeatable (default: coursework/); each notebook is matched by content")
+    grade.add_argument("--cell-timeout", type=float, default=120, help="seconds per cell, probe and check")
     grade.add_argument("--timeout", type=float, default=1800, help="seconds per submission in all")
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded in parallel")
-
-    one = sub.add_parser("grade-one", help="(internal: one submission, in its own process, for grade)")
-    one.add_argument("notebook")
-    one.add_argument("--out", required=True)
-    one.add_argument("--assignment", required=True)
-    one.add_argument("--cell-timeout", type=float, default=120)
+    grade.add_argument("--memory-gb", type=float, default=8,
+                       help="address space of a student's process (RLIMIT_AS; 0: no limit, needed with CUDA)")
+    grade.add_argument("--processes", type=int, default=512,
+                       help="processes and threads a student's process may have (RLIMIT_NPROC)")
 
     run = sub.add_parser("execute", help="run notebooks top to bottom in fresh kernels (as CI does)")
     run.add_argument("notebooks", nargs="+")
@@ -63,18 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "grade":
         from .grading import grade_folder, summary_table
+        from .sandbox import Limits
 
         start = time.monotonic()
+        limits = Limits(memory_gb=args.memory_gb, processes=args.processes,
+                        cpu_seconds=int(max(60, args.timeout) * 4))
         rows = grade_folder(args.submissions, args.out, root=args.root, assignment=args.assignment,
-                            cell_timeout=args.cell_timeout, timeout=args.timeout, jobs=args.jobs)
+                            cell_timeout=args.cell_timeout, timeout=args.timeout, jobs=args.jobs, limits=limits)
         print(summary_table(rows))
         print(f"wrote {args.out} ({len(rows)} rows) in {time.monotonic() - start:.0f} s")
-        return 0
-    if args.command == "grade-one":
-        from .grading import grade_one_to_json
-
-        grade_one_to_json(args.notebook, args.assignment, args.out, root=args.root,
-                          cell_timeout=args.cell_timeout)
+        failed = sorted({r.submission for r in rows if r.status == "not-graded"})
+        if failed:
+            print(f"{len(failed)} submission(s) could not be graded (see the reasons above and in the CSV)")
+            return 1
         return 0
     if args.command == "execute":
         from .notebooks import execute
