@@ -64,6 +64,7 @@ __all__ = [
     "hessian_eigh",
     "hessian_spectrum_ends",
     "hvp",
+    "LanczosInfo",
     "lanczos",
     "power_iteration",
     "sharpness",
@@ -222,15 +223,55 @@ def hessian_eigh(E: Loss, params: PyTree) -> tuple[jax.Array, jax.Array]:
 
 
 def _orthogonalise(Q: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Two passes of classical Gram-Schmidt of ``w`` against the rows of ``Q`` (zero rows are inert).
+    """One pass of classical Gram-Schmidt of ``w`` against the rows of ``Q`` (zero rows are inert).
 
-    Returns the orthogonalised vector and the total projection coefficients ``Q @ w``.
+    Returns the orthogonalised vector and the projection coefficients ``Q @ w``.
     """
-    c1 = Q @ w
-    w = w - Q.T @ c1
-    c2 = Q @ w
-    w = w - Q.T @ c2
-    return w, c1 + c2
+    c = Q @ w
+    return w - Q.T @ c, c
+
+
+def _reorthogonalise(Q: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Full reorthogonalisation of ``w`` against the rows of ``Q``: one Gram-Schmidt pass, and a
+    second one only when the first removed more than ``1 - 1/sqrt(2)`` of the norm (Daniel, Gragg,
+    Kaufman & Stewart's criterion: then "twice is enough"). Returns ``w`` and the coefficients."""
+    w1, c1 = _orthogonalise(Q, w)
+
+    def again(wc):
+        w2, c2 = _orthogonalise(Q, wc[0])
+        return w2, wc[1] + c2
+
+    return jax.lax.cond(jnp.linalg.norm(w1) < 0.7071 * jnp.linalg.norm(w), again, lambda wc: wc, (w1, c1))
+
+
+def _ritz(alpha: jax.Array, beta: jax.Array, J: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""Ritz values (descending), vectors of ``T`` and residual norms after ``J`` Lanczos steps.
+
+    ``T`` is the leading ``J x J`` block of the tridiagonal matrix (``alpha``, ``beta``); the rest
+    of the ``m x m`` array is a diagonal placed below Gershgorin's bound of that block, so its
+    eigenvalues sort last and its eigenvectors are zero on the block. The residual of Ritz pair
+    ``(θ_i, Q s_i)`` is :math:`\|A Q s_i - θ_i Q s_i\| = |β_{J-1}\, s_{J-1,i}|`, and some eigenvalue
+    of ``A`` lies within it of :math:`θ_i` (Golub & Van Loan, Thm. 8.1.15 and §10.1.4).
+    """
+    m = alpha.shape[0]
+    valid = jnp.arange(m) < J
+    bmax = jnp.max(jnp.abs(beta))
+    amin = jnp.min(jnp.where(valid, alpha, jnp.inf))
+    low = amin - 2 * bmax - (jnp.abs(amin) + 2 * bmax + 1)
+    off = jnp.where(valid[1:], beta[:-1], 0)
+    T = jnp.diag(jnp.where(valid, alpha, low)) + jnp.diag(off, 1) + jnp.diag(off, -1)
+    theta, S = _eigh_descending(T)  # T is symmetric by construction
+    residuals = jnp.abs(beta[J - 1] * S[J - 1, :])
+    return theta, S, residuals
+
+
+class LanczosInfo(NamedTuple):
+    r"""What :func:`lanczos` did: ``iterations`` (matrix-vector products, an int array) and, for each
+    returned Ritz pair, ``residuals[i]`` :math:`= \|A y_i - θ_i y_i\|` (a bound on the distance of
+    :math:`θ_i` to the spectrum, from the recurrence)."""
+
+    iterations: jax.Array
+    residuals: jax.Array
 
 
 def _check_krylov_sizes(k: int, num_iter: int, dim: int) -> None:
@@ -245,6 +286,12 @@ def _check_krylov_sizes(k: int, num_iter: int, dim: int) -> None:
         raise ValueError(f"Lanczos needs 1 <= k <= num_iter <= dim, got k={k}, num_iter={num_iter}, dim={dim}; {fix}")
 
 
+def _check_tol(tol) -> None:
+    if tol is not None and not (isinstance(tol, (float, int)) and not isinstance(tol, bool) and 0 < tol < 1):
+        raise ValueError(f"lanczos: tol must be None (a fixed num_iter) or a relative residual in (0, 1) such "
+                         f"as 1e-3 (float32) or 1e-8 (float64), got {tol!r}.")
+
+
 def lanczos(
     matvec: Matvec | jax.Array,
     dim_or_v0: int | jax.Array,
@@ -253,7 +300,9 @@ def lanczos(
     *,
     key: jax.Array | None = None,
     dtype=None,
-) -> tuple[jax.Array, jax.Array]:
+    tol: float | None = None,
+    return_info: bool = False,
+) -> tuple[jax.Array, jax.Array] | tuple[jax.Array, jax.Array, LanczosInfo]:
     r"""Top-k eigenpairs of a symmetric linear map by Lanczos with full reorthogonalisation.
 
     Lanczos builds an orthonormal basis :math:`Q = [q_0, \dots, q_{m-1}]` of the Krylov space
@@ -266,26 +315,37 @@ def lanczos(
         for j in range(m):
             w = A @ Q[j]
             alpha[j] = Q[j] @ w
-            for _ in range(2):                     # full reorthogonalisation, twice:
-                w = w - Q.T @ (Q @ w)              # against every basis vector so far
+            w = w - alpha[j] * Q[j] - beta[j-1] * Q[j-1]   # three-term recurrence
+            w, c = w - Q.T @ (Q @ w), Q @ w        # full reorthogonalisation against all of Q,
+            if norm(w) < norm(w_before) / sqrt(2): #   a second pass if the first cancelled much
+                w, c = w - Q.T @ (Q @ w), c + Q @ w
+            alpha[j] += c[j]
             beta[j] = norm(w)
             if beta[j] <= sqrt(dim) * eps * norm(A @ Q[j]):  # breakdown: span(Q) is invariant
                 beta[j] = 0                        # T splits into blocks; carry on along
                 w = e_i orthogonalised against Q   # the axis e_i least in span(Q)
             Q.append(w / norm(w))
-        T = diag(alpha) + diag(beta[:-1], 1) + diag(beta[:-1], -1)
-        theta, S = eigh(T)                         # ascending
-        return theta[::-1][:k], (Q[:m].T @ S)[:, ::-1][:, :k]
+            theta, S = eigh(T_j)                   # T_j: the tridiagonal matrix so far
+            if tol and max(abs(beta[j] * S[j, :k])) <= tol * max(abs(theta)):
+                break                              # the top-k Ritz residuals are small
+        return theta[::-1][:k], (Q[:j+1].T @ S)[:, ::-1][:, :k]
 
     Textbook Lanczos keeps only the three-term recurrence
     :math:`\beta_j q_{j+1} = Aq_j - \alpha_j q_j - \beta_{j-1}q_{j-1}`; in floating point its basis
     loses orthogonality and Ritz values repeat ("ghosts"). Reorthogonalising against all previous
-    vectors costs :math:`O(m^2 D)` but keeps :math:`Q` orthonormal to working precision; two
-    passes of Gram-Schmidt are enough even when the residual is tiny ("twice is enough"), so the
-    breakdown test only has to catch residuals at rounding level, where ``w / norm(w)`` would be
-    noise or a division by zero. The loop
-    is a ``lax.fori_loop`` over a preallocated basis, so the whole call is jit-able (``k`` and
-    ``num_iter`` fix shapes and must be Python ints).
+    vectors costs :math:`O(m D)` a step but keeps :math:`Q` orthonormal to working precision; a
+    second pass of Gram-Schmidt, taken when the first cancelled more than :math:`1 - 1/\sqrt2` of
+    the vector, is enough even when the residual is tiny ("twice is enough"), so the breakdown test
+    only has to catch residuals at rounding level, where ``w / norm(w)`` would be noise or a
+    division by zero. The loop is a ``lax.while_loop`` over a preallocated basis written in place,
+    so the whole call is jit-able (``k`` and ``num_iter`` fix shapes and must be Python ints).
+
+    Stopping: by default exactly ``num_iter`` steps. With ``tol``, ``num_iter`` is the most and the
+    loop stops as soon as the ``k`` top Ritz residuals :math:`r_i = \|Ay_i - \theta_i y_i\| =
+    |\beta_j s_{j,i}|` are at most ``tol`` times the largest Ritz value in magnitude; each
+    :math:`\theta_i` is then within :math:`r_i` of an eigenvalue of :math:`A` (and within
+    :math:`r_i^2/\mathrm{gap}` once separated from the rest of the spectrum). ``return_info=True``
+    reports the steps taken and the :math:`r_i` (:class:`LanczosInfo`), with or without ``tol``.
 
     Symmetry is assumed, not checked, for an operator: Lanczos on a non-symmetric ``A`` returns
     numbers that are not its eigenvalues (for ``A = [[1, 10], [0, 2]]``, eigenvalues 1 and 2, it
@@ -303,13 +363,18 @@ def lanczos(
         key: PRNG key for the random start when ``dim`` is given (default ``jax.random.key(0)``).
         dtype: dtype of the vectors when ``dim`` is given (default: JAX's default float); with
             ``v0`` the dtype of ``v0`` is used.
+        tol: ``None`` (run ``num_iter`` steps) or a relative residual in ``(0, 1)`` at which to
+            stop early, e.g. ``1e-3`` (float32) or ``1e-8`` (float64); a Python float.
+        return_info: also return a :class:`LanczosInfo` (steps taken, residual of each pair).
 
     Returns:
         ``(eigenvalues, eigenvectors)``: the ``k`` largest (algebraic) Ritz values, shape ``(k,)``,
-        descending, and the unit Ritz vectors as columns of a ``(dim, k)`` array (signs arbitrary).
+        descending, and the unit Ritz vectors as columns of a ``(dim, k)`` array (signs arbitrary);
+        with ``return_info``, ``(eigenvalues, eigenvectors, info)``.
 
     Raises:
-        ValueError: unless ``1 <= k <= num_iter <= dim``; if ``v0`` is not 1-D, is zero or has a
+        ValueError: unless ``1 <= k <= num_iter <= dim`` and ``tol`` is ``None`` or in ``(0, 1)``;
+            if ``v0`` is not 1-D, is zero or has a
             NaN or an infinity; if ``matvec`` does not map ``(dim,)`` to ``(dim,)``; if a dense
             matrix is not square or not symmetric. Under ``jit`` a traced ``v0`` with a NaN or
             infinity, or a traced non-symmetric matrix, raises equinox's run-time error.
@@ -339,6 +404,7 @@ def lanczos(
         if is_concrete(v0) and not np.any(np.asarray(v0)):
             raise ValueError("lanczos: the start vector v0 is zero; pass a non-zero vector.")
     _check_krylov_sizes(k, num_iter, dim)
+    _check_tol(tol)
     if not callable(matvec):
         A = jnp.asarray(matvec)
         if A.shape != (dim, dim):
@@ -353,41 +419,58 @@ def lanczos(
             f"got {getattr(out, 'shape', out)}."
         )
 
-    m = num_iter
+    return _lanczos_loop(matvec, v0, k, num_iter, tol, return_info)
+
+
+def _lanczos_loop(matvec: Matvec, v0: jax.Array, k: int, m: int, tol, return_info: bool):
+    """The Lanczos recurrence of :func:`lanczos` (inputs checked), in one ``lax.while_loop``.
+
+    The basis is a preallocated ``(m + 1, dim)`` array written one row per step (updated in place
+    by XLA, never copied); step ``j`` runs the three-term recurrence, then full reorthogonalisation
+    (:func:`_reorthogonalise`), then the breakdown test. With ``tol`` the loop also stops once the
+    top-k Ritz residuals are within ``tol`` times the largest Ritz value in magnitude.
+    """
+    dim, dtype = v0.shape[0], v0.dtype
     eps = jnp.finfo(dtype).eps
     Q = jnp.zeros((m + 1, dim), dtype).at[0].set(v0 / jnp.linalg.norm(v0))
-    alpha = jnp.zeros(m, dtype)
-    beta = jnp.zeros(m, dtype)
+    zeros = jnp.zeros(m, dtype)
 
     def fresh_direction(Q):
         # The coordinate axis e_i least represented in span(Q) (smallest sum_r Q[r, i]^2). Its
         # residual has squared norm >= 1 - (j + 1) / dim > 0 while Q has j + 1 < dim rows; when
         # Q already spans R^dim (only possible at the last step) nothing is left: return zero.
         i = jnp.argmin(jnp.sum(Q * Q, axis=0))
-        r, _ = _orthogonalise(Q, jnp.zeros(dim, dtype).at[i].set(1))
+        r, _ = _reorthogonalise(Q, jnp.zeros(dim, dtype).at[i].set(1))
         nr = jnp.linalg.norm(r)
         return jnp.where(nr > 0.5 / math.sqrt(dim), r / jnp.where(nr > 0, nr, 1), 0)
 
-    def step(j, state):
-        Q, alpha, beta = state
-        w = jnp.asarray(matvec(Q[j]), dtype)
+    def converged(alpha, beta, j):  # j + 1 steps done
+        if tol is None:
+            return jnp.asarray(False)
+        theta, _, res = _ritz(alpha, beta, j + 1)
+        scale = jnp.maximum(jnp.abs(theta[0]), jnp.abs(theta[j]))
+        return (j + 1 >= k) & jnp.all(res[:k] <= tol * scale)
+
+    def step(state):
+        j, Q, alpha, beta, _ = state
+        q = Q[j]
+        w = jnp.asarray(matvec(q), dtype)
         w_norm = jnp.linalg.norm(w)
-        w, coeffs = _orthogonalise(Q, w)
+        a = jnp.vdot(q, w)
+        w = w - a * q - jnp.where(j > 0, beta[j - 1], 0) * Q[j - 1]  # three-term recurrence
+        w, coeffs = _reorthogonalise(Q, w)  # repairs what rounding left
         b = jnp.linalg.norm(w)
         broke = b <= math.sqrt(dim) * eps * w_norm
-        q_next = jax.lax.cond(
-            broke,
-            lambda: fresh_direction(Q),
-            lambda: w / jnp.where(broke, 1, b),
-        )
-        alpha = alpha.at[j].set(coeffs[j])
+        q_next = jax.lax.cond(broke, fresh_direction, lambda Q: w / jnp.where(broke, 1, b), Q)
+        alpha = alpha.at[j].set(a + coeffs[j])
         beta = beta.at[j].set(jnp.where(broke, 0, b))
-        return Q.at[j + 1].set(q_next), alpha, beta
+        return j + 1, Q.at[j + 1].set(q_next), alpha, beta, converged(alpha, beta, j)
 
-    Q, alpha, beta = jax.lax.fori_loop(0, m, step, (Q, alpha, beta))
-    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    theta, S = _eigh_descending(T)  # T is symmetric by construction
-    return theta[:k], Q[:m].T @ S[:, :k]
+    state = (jnp.asarray(0), Q, zeros, zeros, jnp.asarray(False))
+    J, Q, alpha, beta, _ = jax.lax.while_loop(lambda s: (s[0] < m) & ~s[4], step, state)
+    theta, S, residuals = _ritz(alpha, beta, J)
+    vals, vecs = theta[:k], Q[:m].T @ S[:, :k]
+    return (vals, vecs, LanczosInfo(J, residuals[:k])) if return_info else (vals, vecs)
 
 
 def top_hessian_eigenpairs(
@@ -398,7 +481,9 @@ def top_hessian_eigenpairs(
     *,
     key: jax.Array | None = None,
     v0: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array]:
+    tol: float | None = None,
+    return_info: bool = False,
+) -> tuple[jax.Array, jax.Array] | tuple[jax.Array, jax.Array, LanczosInfo]:
     r"""Top-k eigenpairs :math:`H u_i = \lambda_i u_i` of the Hessian, by Lanczos on Hessian-vector products.
 
     Runs :func:`lanczos` on :math:`x \mapsto Hx` over the flattened parameters, never forming
@@ -415,6 +500,8 @@ def top_hessian_eigenpairs(
         key: PRNG key of the random start (default ``jax.random.key(0)``).
         v0: optional warm start, a flat ``(D,)`` vector (e.g. ``eigenvectors[:, 0]`` of the
             previous call, a few steps earlier in training).
+        tol, return_info: stop once the top-k Ritz residuals are within ``tol`` (relative), and
+            report steps and residuals, as in :func:`lanczos`; ``num_iter`` is then the most.
 
     Returns:
         ``(eigenvalues, eigenvectors)``: shape ``(k,)``, descending (``eigenvalues[0]`` is the
@@ -445,7 +532,8 @@ def top_hessian_eigenpairs(
                 "flatten a pytree with jax.flatten_util.ravel_pytree."
             )
     _, matvec = jax.linearize(jax.grad(E_flat), flat)
-    return lanczos(matvec, D if v0 is None else v0, k, min(num_iter, D), key=key, dtype=flat.dtype)
+    return lanczos(matvec, D if v0 is None else v0, k, min(num_iter, D), key=key, dtype=flat.dtype, tol=tol,
+                   return_info=return_info)
 
 
 class SpectrumEnds(NamedTuple):

@@ -257,6 +257,68 @@ def test_lanczos_zero_matrix():
     assert np.all(np.isfinite(U))
 
 
+# --------------------------------------------------------------------------- residual stop
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def lanczos_dense_info(A, key, k, num_iter, tol):
+    return lanczos(lambda x: A @ x, A.shape[0], k, num_iter, key=key, tol=tol, return_info=True)
+
+
+def gapped(n=200, seed=5):
+    rng = np.random.default_rng(seed)
+    spectrum = np.concatenate([[10.0, 6.0], rng.uniform(-1.0, 1.0, n - 2)])
+    return random_symmetric(rng, n, spectrum=spectrum)
+
+
+def test_lanczos_residual_stop_and_reported_error():
+    A = gapped()
+    w = np.sort(np.linalg.eigvalsh(A))[::-1]
+    lam, U, info = lanczos_dense_info(jnp.asarray(A), jax.random.key(0), 2, 60, 1e-9)
+    J = int(info.iterations)
+    # It stopped early (the gap 6 -> 1 gives convergence like (1/6)^j: ~20 steps), below num_iter.
+    assert 2 <= J < 60
+    r = np.asarray(info.residuals)
+    assert np.all(r <= 1e-9 * 10.0)  # the stopping rule: tol times the largest Ritz value
+    # The reported residual is the true one, ||A y - theta y||, to rounding (the basis is kept
+    # orthonormal to ~1e-15, so the recurrence's |beta s| and the direct norm agree to ~1e-13).
+    np.testing.assert_allclose(np.linalg.norm(A @ U - U * lam, axis=0), r, rtol=0, atol=1e-12)
+    # Each Ritz value is within its residual of an eigenvalue (Golub & Van Loan, Thm. 8.1.15);
+    # 1e-13 allows for rounding in theta itself.
+    assert np.all(np.abs(np.asarray(lam) - w[:2]) <= r + 1e-13)
+    # Without tol: exactly num_iter steps, the same answer as the plain call, residuals reported.
+    lam30, U30, info30 = lanczos_dense_info(jnp.asarray(A), jax.random.key(0), 2, 30, None)
+    assert int(info30.iterations) == 30
+    lam_plain, U_plain = lanczos_dense(jnp.asarray(A), jax.random.key(0), 2, 30)
+    np.testing.assert_array_equal(lam30, lam_plain)
+    np.testing.assert_array_equal(U30, U_plain)
+
+
+def test_lanczos_loose_tol_stops_sooner_with_a_larger_reported_error():
+    A = gapped()
+    w = np.sort(np.linalg.eigvalsh(A))[::-1]
+    _, _, tight = lanczos_dense_info(jnp.asarray(A), jax.random.key(0), 2, 60, 1e-9)
+    lam, _, loose = lanczos_dense_info(jnp.asarray(A), jax.random.key(0), 2, 60, 1e-3)
+    assert int(loose.iterations) < int(tight.iterations)
+    r = np.asarray(loose.residuals)
+    assert np.all(r <= 1e-3 * 10.0) and np.max(r) > np.max(np.asarray(tight.residuals))
+    assert np.all(np.abs(np.asarray(lam) - w[:2]) <= r + 1e-13)  # the bound still holds
+
+
+def test_lanczos_tol_needs_k_steps_and_handles_breakdown():
+    # Breakdown at step 3 (rank two): residual 0 after 3 steps, but k = 5 needs 5 Ritz values.
+    A = rank_two(13, 0)
+    lam, U, info = lanczos_dense_info(jnp.asarray(A), jax.random.key(0), 5, 8, 1e-6)
+    assert int(info.iterations) >= 5 and np.all(np.isfinite(lam)) and np.all(np.isfinite(U))
+    np.testing.assert_allclose(lam[0], np.max(np.linalg.eigvalsh(A)), atol=1e-10)
+
+
+def test_lanczos_rejects_bad_tol():
+    for tol in (0.0, 1.0, -1e-3, "1e-3", True):
+        with pytest.raises(ValueError, match="tol must be None"):
+            lanczos(lambda x: x, 4, k=1, num_iter=2, tol=tol)
+
+
 # --------------------------------------------------------------------------- lanczos on a network
 
 
@@ -291,6 +353,16 @@ def test_top_hessian_eigenpairs_fewer_iterations_and_warm_start(mlp):
     # ... and a warm start from that Ritz vector needs only a few iterations.
     lam_warm, _ = top_hessian_eigenpairs(E, params, k=1, num_iter=3, v0=U[:, 0])
     np.testing.assert_allclose(lam_warm, lam_dense[:1], rtol=1e-10)
+
+
+def test_top_hessian_eigenpairs_with_tol_reports_steps_and_error(mlp):
+    E, params, D, lam_dense, _ = mlp
+    lam, U, info = jax.jit(lambda p: top_hessian_eigenpairs(E, p, k=1, num_iter=40, tol=1e-10,
+                                                            return_info=True))(params)
+    assert int(info.iterations) < 40  # stopped on the residual (20 fixed steps gave 1e-8 above)
+    # |theta - lambda| <= residual (Golub & Van Loan, Thm. 8.1.15), plus rounding of ~1e-13.
+    assert abs(float(lam[0]) - float(lam_dense[0])) <= float(info.residuals[0]) + 1e-13
+    assert float(info.residuals[0]) <= 1e-10 * abs(float(lam_dense[0])) * 1.0001
 
 
 def test_sharpness_under_jit(mlp):
