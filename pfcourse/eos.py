@@ -26,28 +26,28 @@ In plain Python (one learning rate)::
         if loss is not finite or loss > divergence_factor * loss_0: raise DivergenceError
         theta = theta - h * g
 
-The steps between two eigen-solves run as one jit-compiled ``lax.scan`` (no Python per step);
-several learning rates run side by side under ``vmap`` (their parameters stacked on a leading
-axis), each stopping on its own.
+The training itself is :func:`pfcourse.training.train` with ``optax.sgd(h)``: the steps between two
+eigen-solves run as one jit-compiled ``lax.scan`` (no Python per step); several learning rates run
+side by side under ``vmap`` (their parameters stacked on a leading axis), each stopping on its own.
+This module adds the experiment's reading: the PF's factors, the loss change along the top
+direction, the settled sharpness, and the records as an :class:`EoSHistory`.
 
 References: Cohen, Kaur, Li, Kolter, Talwalkar, ICLR 2021 [cohen2021gradient];
 Rosca, Wu, Qin, Dherin, TMLR 2023 [rosca2023continuous].
 """
 from __future__ import annotations
 
-import functools
 import json
-import math
 import os
-import time
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
-from . import models, spectral
+from . import models, training
 from ._checks import check_finite, check_int
 from .flows import DivergenceError, pf_coefficient
 from .stability import pf_step_factor
@@ -63,11 +63,6 @@ __all__ = [
     "loss_change_check",
     "settled_sharpness",
 ]
-
-
-#: Run the eigen-solves of several learning rates under ``vmap`` (``True``), one after the other
-#: (``False``), or by backend (``None``: vmapped on accelerators, sequential on CPU).
-VMAP_SOLVES: bool | None = None
 
 
 class EoSHistory(NamedTuple):
@@ -335,13 +330,15 @@ def gd_edge_of_stability(
     key: jax.Array | None = None,
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
+    vmap_solves: bool | None = None,
 ) -> EoSHistory:
     r"""Full-batch gradient descent :math:`\theta_{n+1} = \theta_n - h\nabla E(\theta_n)` with the sharpness tracked.
 
-    Runs one or several learning rates from the same start, recording what the module docstring
-    lists. A run stops when its train accuracy reaches ``accuracy_goal`` (the parameters are those
-    at the step where it did), after ``steps`` steps, or when it diverges: the loss is not finite,
-    or exceeds ``divergence_factor`` times the initial loss.
+    Runs one or several learning rates from the same start through :func:`pfcourse.training.train`
+    with ``optax.sgd(h)``, recording what the module docstring lists. A run stops when its train
+    accuracy reaches ``accuracy_goal`` (the parameters are those at the step where it did), after
+    ``steps`` steps, or when it diverges: the loss is not finite, or exceeds ``divergence_factor``
+    times the initial loss.
 
     Args:
         apply: ``apply(params, x) -> outputs`` (e.g. :func:`pfcourse.models.mlp_apply`).
@@ -351,7 +348,7 @@ def gd_edge_of_stability(
         labels: integer labels for the accuracy (default: ``argmax`` of one-hot ``y``).
         loss: ``"square"`` or ``"cross_entropy"``.
         steps: the most GD steps per run.
-        eig_every: steps between eigen-solves (each runs as one compiled scan).
+        eig_every: steps between eigen-solves (each chunk runs as one compiled scan).
         k: number of top eigenpairs (``k >= 1``).
         num_iter: Lanczos iterations per solve (the Krylov dimension).
         accuracy_goal: stop a run once its train accuracy is at least this (e.g. ``0.99``).
@@ -364,6 +361,8 @@ def gd_edge_of_stability(
         key: PRNG key of the first Lanczos start vectors.
         progress: show a ``tqdm`` bar.
         callback: called after every chunk with a dict ``step, loss, accuracy, sharpness, h`` (NumPy).
+        vmap_solves: eigen-solves of the runs under ``vmap`` or one after the other (see
+            :class:`~pfcourse.training.TrainConfig`; default: by backend).
 
     Returns:
         an :class:`EoSHistory`.
@@ -380,70 +379,31 @@ def gd_edge_of_stability(
     hs = np.atleast_1d(np.asarray(h, dtype=np.float64))
     if hs.ndim != 1 or hs.size == 0 or not np.all(np.isfinite(hs)) or np.any(hs <= 0):
         raise ValueError(f"h must be a positive learning rate or a non-empty sequence of them, got {h!r}.")
-    for name, val, lo in (("steps", steps, 0), ("eig_every", eig_every, 1), ("k", k, 1), ("num_iter", num_iter, 1)):
-        check_int(val, name, minimum=lo)
-    if k > num_iter:
-        raise ValueError(f"k = {k} eigenpairs need num_iter >= k Lanczos iterations, got num_iter = {num_iter}.")
+    config = training.TrainConfig(steps, eig_every, k, num_iter, accuracy_goal=accuracy_goal,
+                                  divergence_factor=divergence_factor, vmap_solves=vmap_solves)
     if on_divergence not in ("raise", "stop"):
         raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}.")
-    if accuracy_goal is not None and not 0 < accuracy_goal <= 1:
-        raise ValueError(f"accuracy_goal must be in (0, 1], got {accuracy_goal!r}.")
-    if not divergence_factor > 1:
-        raise ValueError(f"divergence_factor must be > 1, got {divergence_factor!r}.")
     check_finite(params0, "params0")
-    x, y = jnp.asarray(x), jnp.asarray(y)
-    if labels is None:
-        if y.ndim != 2:
-            raise ValueError("pass labels= (integer classes) when y is not one-hot.")
-        labels = jnp.argmax(y, axis=1)
-    labels = jnp.asarray(labels)
-    if not (x.shape[0] == y.shape[0] == labels.shape[0]):
-        raise ValueError(f"x, y and labels must have the same number of examples, got {x.shape[0]}, {y.shape[0]}, {labels.shape[0]}.")
-
-    flat0, unravel = ravel_pytree(params0)
-    D = flat0.shape[0]
-    if k > D:
-        raise ValueError(f"k = {k} eigenpairs but the model has only {D} parameters.")
-    num_iter = min(int(num_iter), D)
-    steps, eig_every = int(steps), int(eig_every)
-    dtype = flat0.dtype
-    out_dim = jax.eval_shape(apply, params0, x[:1]).shape[-1]
-    models.loss_and_accuracy(apply, x[:1], y[:1], labels[:1], loss, chunk_size)  # checks the settings
-    leaves, treedef = jax.tree_util.tree_flatten(params0)
-    structure = (treedef, tuple((jnp.shape(v), jnp.result_type(v)) for v in leaves))
-    gd_chunk_v, eig_solve_v, loss_and_acc_j = _compiled(apply, loss, chunk_size, eig_every, k, num_iter, structure)
-    batch = (x, y, labels)
-    gd_chunk_v = functools.partial(gd_chunk_v, batch)
-    eig_solve_v = functools.partial(eig_solve_v, batch)
-    loss_and_acc = functools.partial(loss_and_acc_j, batch)
-
-    # ---- batches of runs that fit in memory
-    widths = [int(leaf.shape[-1]) for leaf in jax.tree_util.tree_leaves(params0) if np.ndim(leaf) == 2] or [out_dim]
-    per_run = _bytes_per_run(x.shape[0], [x.shape[1]] + widths, D, k, num_iter, np.dtype(dtype).itemsize, chunk_size)
-    if max_parallel is None:
-        max_parallel = max(1, int(_memory_limit() // max(per_run, 1)))
-    else:
-        check_int(max_parallel, "max_parallel", hint="It is the most learning rates run side by side (vmap).")
-    groups = [hs[i : i + max_parallel] for i in range(0, hs.size, int(max_parallel))]
-
+    objective = _objective(apply, x, y, labels, loss, chunk_size)
+    flat0 = ravel_pytree(params0)[0]
+    D, dtype = flat0.shape[0], flat0.dtype
+    groups = _groups(hs, max_parallel, objective, params0, config)
     key = jax.random.key(0) if key is None else key
-    results = []
-    total = hs.size * (steps + 1)
-    from tqdm.auto import tqdm
-
-    with tqdm(total=total, desc="GD (edge of stability)", disable=not progress, leave=False) as bar:
-        for gi, group in enumerate(groups):
-            results.append(_run_group(
-                group, flat0, dtype, D, steps, eig_every, k, gd_chunk_v, eig_solve_v, loss_and_acc,
-                divergence_factor, accuracy_goal, jax.random.fold_in(key, gi), bar, callback))
-
-    hist = _assemble(hs, results, unravel, dict(
-        h=[float(v) for v in hs], loss=loss, steps=steps, eig_every=eig_every, k=k, num_iter=num_iter,
+    records = []
+    for gi, group in enumerate(groups):
+        report = None if callback is None else (
+            lambda r, group=group: callback(dict(step=r.step, h=group, loss=r.loss, accuracy=r.accuracy,
+                                                 sharpness=r.sharpness)))
+        records.append(training.train(objective, params0, optax.sgd, config, hyperparams=jnp.asarray(group, dtype),
+                                      key=jax.random.fold_in(key, gi), callback=report,
+                                      progress="GD (edge of stability)" if progress else False))
+    hist = _assemble(hs, records, dict(
+        h=[float(v) for v in hs], loss=loss, steps=steps, eig_every=eig_every, k=k, num_iter=min(num_iter, D),
         accuracy_goal=accuracy_goal, divergence_factor=divergence_factor, num_params=D,
-        num_examples=int(x.shape[0]), dtype=str(np.dtype(dtype)), backend=jax.default_backend(),
+        num_examples=int(objective.n), dtype=str(np.dtype(dtype)), backend=jax.default_backend(),
         matmul_precision=str(jax.config.jax_default_matmul_precision),
-        time_gd_s=sum(r[6]["gd"] for r in results), time_eig_s=sum(r[6]["eig"] for r in results),
-        eigen_solves=sum(r[6]["solves"] for r in results),
+        time_gd_s=sum(r.time_steps_s for r in records), time_eig_s=sum(r.time_probes_s for r in records),
+        eigen_solves=sum(r.probes for r in records),
     ))
     if on_divergence == "raise":
         failed = [(hh, s) for hh, s in zip(hist.h, hist.status) if s.startswith("diverged")]
@@ -453,189 +413,71 @@ def gd_edge_of_stability(
     return hist
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(apply, loss, chunk_size, eig_every, k, num_iter, structure):
-    """The jit-compiled pieces for one model and setting, cached so that repeated runs (several
-    calls, several learning rates) compile once. Data travel as arguments, not constants."""
-    treedef, specs = structure
-    template = jax.tree_util.tree_unflatten(treedef, [jnp.zeros(shape, dtype) for shape, dtype in specs])
-    flat_template, unravel = ravel_pytree(template)
-    dtype = flat_template.dtype
-
-    def functions(batch):
-        x, y, labels = batch
-        f = models.loss_and_accuracy(apply, x, y, labels, loss, chunk_size)
-        E = models.full_batch_loss(apply, x, y, loss, chunk_size)
-        return (lambda flat: f(unravel(flat))), (lambda flat: E(unravel(flat)))
-
-    def gd_chunk(batch, flat, u0, hh, done, n0, steps, loss_limit, goal):
-        loss_and_acc, _ = functions(batch)
-
-        def step(carry, i):
-            flat, done = carry
-            n = n0 + i
-            (l, acc), g = jax.value_and_grad(loss_and_acc, has_aux=True)(flat)
-            gnorm = jnp.linalg.norm(g)
-            bad = ~jnp.isfinite(l) | ~jnp.isfinite(gnorm) | (l > loss_limit)
-            stop = done | bad | (acc >= goal) | (n >= steps)
-            rec = (jnp.where(done, jnp.nan, l), jnp.where(done, jnp.nan, acc),
-                   jnp.where(done, jnp.nan, gnorm), jnp.where(done, jnp.nan, u0 @ g),
-                   ~done & bad)
-            flat = jnp.where(stop, flat, flat - hh.astype(dtype) * g)
-            return (flat, stop), rec
-
-        (flat, done), recs = jax.lax.scan(step, (flat, done), jnp.arange(eig_every))
-        return flat, done, recs
-
-    def eig_solve(batch, flat, v0):
-        _, E_flat = functions(batch)
-        lam, U = spectral.top_hessian_eigenpairs(E_flat, flat, k=k, num_iter=num_iter, v0=v0)
-        return lam, U, U.T @ jax.grad(E_flat)(flat)
-
-    gd_chunk_v = jax.jit(jax.vmap(gd_chunk, in_axes=(None, 0, 0, 0, 0, None, None, 0, None)))
-    eig_solve_v = jax.jit(jax.vmap(eig_solve, in_axes=(None, 0, 0)))
-    eig_solve_1 = jax.jit(eig_solve)
-
-    def eig_solve_runs(batch, flat, v0):
-        """Eigen-solves for all runs: vmapped on accelerators; one after the other on CPU, where
-        the batched matrix products of the vmapped Lanczos loop measured about 2x slower than
-        unbatched ones (the GD steps, on the contrary, ran faster vmapped, even for one run)."""
-        vmap_solves = jax.default_backend() != "cpu" if VMAP_SOLVES is None else VMAP_SOLVES
-        if vmap_solves and flat.shape[0] > 1:
-            return eig_solve_v(batch, flat, v0)
-        outs = [eig_solve_1(batch, flat[r], v0[r]) for r in range(flat.shape[0])]
-        return tuple(jnp.stack(parts) for parts in zip(*outs))
-
-    loss_and_acc = jax.jit(lambda batch, flat: functions(batch)[0](flat))
-    return gd_chunk_v, eig_solve_runs, loss_and_acc
+def _objective(apply, x, y, labels, loss, chunk_size) -> models.FullBatchLoss:
+    """The full-batch loss and accuracy of ``apply`` on ``(x, y)``, checked."""
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    if labels is None:
+        if y.ndim != 2:
+            raise ValueError("pass labels= (integer classes) when y is not one-hot.")
+        labels = jnp.argmax(y, axis=1)
+    labels = jnp.asarray(labels)
+    if not (x.shape[0] == y.shape[0] == labels.shape[0]):
+        raise ValueError(f"x, y and labels must have the same number of examples, got {x.shape[0]}, {y.shape[0]}, {labels.shape[0]}.")
+    return models.loss_and_accuracy(apply, x, y, labels, loss, chunk_size)
 
 
-def _run_group(hs, flat0, dtype, D, steps, eig_every, k, gd_chunk_v, eig_solve_v, loss_and_acc,
-               divergence_factor, accuracy_goal, key, bar, callback):
-    """Run the learning rates ``hs`` side by side; return their raw records."""
-    R = hs.size
-    flat = jnp.broadcast_to(flat0, (R, D))
-    hh = jnp.asarray(hs)
-    l0 = float(loss_and_acc(flat0)[0])
-    if not math.isfinite(l0):
-        raise DivergenceError("the initial loss is not finite: check the data and the initial parameters.")
-    loss_limit = jnp.full(R, divergence_factor * max(l0, np.finfo(np.float32).tiny), dtype)
-    goal = jnp.asarray(np.inf if accuracy_goal is None else accuracy_goal, dtype)
-    v0 = jax.random.normal(key, (R, D), dtype)
-    done = jnp.zeros(R, bool)
-    prev_u = None
-    per_step = {name: [] for name in ("loss", "accuracy", "grad_norm", "projection", "bad")}
-    eig = {name: [] for name in ("step", "lam", "proj")}
-    timing = {"gd": 0.0, "eig": 0.0, "solves": 0}
-    stopped_at = np.full(R, -1)   # last step of a run, once it stopped
-    final_done = np.zeros(R, bool)  # its eigenpairs at the final parameters are recorded
-    n0 = 0
-    while True:
-        active = ~np.asarray(done)
-        # a run that stopped inside the last chunk gets one solve at its final parameters
-        record = active | ~final_done
-        if not record.any():
-            break
-        t0 = time.perf_counter()
-        lam, U, proj = jax.block_until_ready(eig_solve_v(flat, v0))
-        timing["eig"] += time.perf_counter() - t0
-        timing["solves"] += 1
-        if prev_u is not None:  # keep each eigenvector's sign continuous between solves
-            sign = jnp.where(jnp.einsum("rdk,rdk->rk", U, prev_u) < 0, -1.0, 1.0).astype(dtype)
-            U, proj = U * sign[:, None, :], proj * sign
-        prev_u = U
-        # warm start: the span of the previous top-k directions; a run whose solve was NaN (on
-        # diverged parameters) keeps its finite start, as Lanczos refuses a NaN start vector
-        warm = jnp.sum(U, axis=2)
-        v0 = jnp.where(jnp.all(jnp.isfinite(warm), axis=1, keepdims=True), warm, v0)
-        eig["step"].append(np.where(record, np.where(active, n0, stopped_at), -1))
-        eig["lam"].append(np.where(record[:, None], np.asarray(lam), np.nan))
-        eig["proj"].append(np.where(record[:, None], np.asarray(proj), np.nan))
-        final_done |= ~active
-        if not active.any() or n0 > steps:
-            break
-        t0 = time.perf_counter()
-        flat, done, recs = gd_chunk_v(flat, U[:, :, 0], hh, done, n0, steps, loss_limit, goal)
-        recs = [np.asarray(r) for r in recs]
-        timing["gd"] += time.perf_counter() - t0
-        for name, r in zip(per_step, recs):
-            per_step[name].append(r)
-        newly = active & np.asarray(done)
-        for r in np.flatnonzero(newly):  # the last step it recorded
-            stopped_at[r] = n0 + np.flatnonzero(np.isfinite(recs[0][r]) | recs[4][r])[-1]
-            # no second solve at the same point, and none on diverged parameters
-            final_done[r] = stopped_at[r] == n0 or bool(recs[4][r].any())
-        bar.update(int(min(eig_every, steps + 1 - n0) * active.sum()))
-        if callback is not None:
-            callback(dict(step=min(n0 + eig_every, steps), h=np.asarray(hs), loss=recs[0][:, -1],
-                          accuracy=recs[1][:, -1], sharpness=np.asarray(lam)[:, 0]))
-        n0 += eig_every
-    stopped_at = np.where(stopped_at < 0, steps, stopped_at)
-    return hs, per_step, eig, stopped_at, flat, prev_u, timing
+def _groups(hs, max_parallel, objective, params0, config) -> list[np.ndarray]:
+    """The learning rates in batches that fit in memory (at most ``max_parallel`` each)."""
+    flat0 = ravel_pytree(params0)[0]
+    out_dim = jax.eval_shape(objective.apply, params0, objective.x[:1]).shape[-1] if objective.chunk_size is None \
+        else jax.eval_shape(objective.apply, params0, objective.x[0, :1]).shape[-1]
+    widths = [int(leaf.shape[-1]) for leaf in jax.tree_util.tree_leaves(params0) if np.ndim(leaf) == 2] or [out_dim]
+    d_in = objective.x.shape[-1]
+    per_run = _bytes_per_run(objective.n, [d_in] + widths, flat0.shape[0], config.k, config.num_iter,
+                             np.dtype(flat0.dtype).itemsize, objective.chunk_size)
+    if max_parallel is None:
+        max_parallel = max(1, int(_memory_limit() // max(per_run, 1)))
+    else:
+        check_int(max_parallel, "max_parallel", hint="It is the most learning rates run side by side (vmap).")
+    return [hs[i : i + max_parallel] for i in range(0, hs.size, int(max_parallel))]
 
 
-def _assemble(hs, results, unravel, config) -> EoSHistory:
-    def pad_cat(parts, axis_len, fill=np.nan):
-        return [np.concatenate(p, axis=1) if p else np.full((0, axis_len), fill) for p in parts]
+def _concat(parts: list[np.ndarray], fill) -> np.ndarray:
+    """Concatenate per-group arrays ``(R_g, M_g, ...)`` on axis 0, padding axis 1 to the largest ``M_g``."""
+    M = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, [(0, 0), (0, M - p.shape[1])] + [(0, 0)] * (p.ndim - 2), constant_values=fill)
+                           for p in parts])
 
-    T = config["steps"] + 1
-    M_max = max(len(r[2]["step"]) for r in results)
-    rows = {name: [] for name in ("loss", "accuracy", "grad_norm", "projection", "bad")}
-    eig_step, lam, proj, stop, status, flats, vecs = [], [], [], [], [], [], []
-    for group_hs, per_step, eig, stopped_at, flat, U, _ in results:
-        R = group_hs.size
-        for name in rows:
-            a = np.concatenate(per_step[name], axis=1)[:, :T]
-            if name == "bad":
-                rows[name].append(a)
-                continue
-            full = np.full((R, T), np.nan)
-            full[:, : a.shape[1]] = a
-            rows[name].append(full)
-        es = np.stack(eig["step"], axis=1)
-        ls = np.stack(eig["lam"], axis=1)
-        ps = np.stack(eig["proj"], axis=1)
-        M = es.shape[1]
-        eig_step.append(np.pad(es, ((0, 0), (0, M_max - M)), constant_values=-1))
-        lam.append(np.pad(ls, ((0, 0), (0, M_max - M), (0, 0)), constant_values=np.nan))
-        proj.append(np.pad(ps, ((0, 0), (0, M_max - M), (0, 0)), constant_values=np.nan))
-        bad = np.concatenate(per_step["bad"], axis=1)
-        for r in range(R):
-            stop.append(int(stopped_at[r]))
-            status.append(_status(group_hs[r], bad[r], stopped_at[r], es[r], ls[r], rows["loss"][-1][r], config))
-        flats.append(np.asarray(flat))
-        vecs.append(np.asarray(U))
-    loss = np.concatenate(rows["loss"])
-    projection = np.concatenate(rows["projection"])
-    eig_step, lam, proj = np.concatenate(eig_step), np.concatenate(lam), np.concatenate(proj)
-    stop = np.asarray(stop)
-    # compact each run's solves to the front (a stopped run leaves -1 gaps)
-    for r in range(eig_step.shape[0]):
-        order = np.argsort(eig_step[r] < 0, kind="stable")
-        eig_step[r], lam[r], proj[r] = eig_step[r][order], lam[r][order], proj[r][order]
+
+def _assemble(hs, records: list[training.TrainRecord], config) -> EoSHistory:
+    """One :class:`EoSHistory` from the groups' records, with the PF's reading of each solve."""
+    cat = lambda name: np.concatenate([getattr(r, name) for r in records])  # noqa: E731
+    loss, projection, stop = cat("loss"), cat("projection"), cat("stop_step")
+    eig_step = _concat([r.probe_step for r in records], -1)
+    lam = _concat([r.eigenvalues for r in records], np.nan)
     hcol = hs[:, None]
     with np.errstate(invalid="ignore"):
         x = hcol * lam[..., 0]
         alpha = np.where(np.isfinite(x), np.asarray(pf_coefficient(jnp.asarray(np.nan_to_num(x)))), np.nan)
         factor = np.where(np.isfinite(x), pf_step_factor(hcol, np.nan_to_num(lam[..., 0])), np.nan)
     gd_factor = np.full(eig_step.shape, np.nan)
-    for r in range(eig_step.shape[0]):
-        for m, s in enumerate(eig_step[r]):
-            if 0 <= s < stop[r]:
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    gd_factor[r, m] = projection[r, s + 1] / projection[r, s]
-    flats = np.concatenate(flats)
-    params = jax.vmap(unravel)(jnp.asarray(flats))
+    for r, m in zip(*np.nonzero((eig_step >= 0) & (eig_step < stop[:, None]))):
+        s = eig_step[r, m]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gd_factor[r, m] = projection[r, s + 1] / projection[r, s]
+    diverged = cat("diverged")
+    status = tuple(_status(hs[r], diverged[r], stop[r], eig_step[r], lam[r], loss[r], config) for r in range(hs.size))
+    params = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *[r.params for r in records])
     return EoSHistory(
-        h=hs, loss=loss, accuracy=np.concatenate(rows["accuracy"]), grad_norm=np.concatenate(rows["grad_norm"]),
-        projection=projection, eig_step=eig_step, eigenvalues=lam, eig_projections=proj,
-        pf_coefficient=alpha, pf_factor=factor, gd_factor=gd_factor, stop_step=stop, status=tuple(status),
-        params=params, eigenvectors=np.concatenate(vecs), config=config,
+        h=hs, loss=loss, accuracy=cat("accuracy"), grad_norm=cat("grad_norm"), projection=projection,
+        eig_step=eig_step, eigenvalues=lam, eig_projections=_concat([r.eig_projections for r in records], np.nan),
+        pf_coefficient=alpha, pf_factor=factor, gd_factor=gd_factor, stop_step=stop, status=status,
+        params=params, eigenvectors=cat("eigenvectors"), config=config,
     )
 
 
-def _status(h, bad, stop, eig_step, lam, loss, config) -> str:
-    if bad.any():
+def _status(h, diverged, stop, eig_step, lam, loss, config) -> str:
+    if diverged:
         n = int(stop)
         l_n = loss[n] if n < loss.size else np.nan
         why = (f"the loss is not finite ({l_n})" if not np.isfinite(l_n)

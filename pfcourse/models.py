@@ -17,15 +17,17 @@ function                       computes                                         
 :func:`square_loss`            :math:`\frac1n\sum_i \frac12\lVert f(x_i) - e_{y_i}\rVert^2`    chapter 6
 :func:`cross_entropy_loss`     :math:`\frac1n\sum_i -\log\operatorname{softmax}(f(x_i))_{y_i}` chapter 6
 :func:`accuracy`               fraction of :math:`\arg\max f(x_i) = y_i`                       chapter 6
-:func:`full_batch_loss`        the closure :math:`E(\theta)` over a whole data set             chapter 6
+:func:`full_batch_loss`        :math:`E(\theta)` over a whole data set (an equinox Module)     chapter 6
 =============================  ==============================================================  =========
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from typing import Any, Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,7 +50,9 @@ LOSSES = ("square", "cross_entropy")
 
 __all__ = [
     "ACTIVATIONS",
+    "FullBatchLoss",
     "LOSSES",
+    "MLPApply",
     "accuracy",
     "cross_entropy_loss",
     "full_batch_loss",
@@ -139,18 +143,25 @@ def mlp(params: Sequence[dict], x: jax.Array, activation="tanh") -> jax.Array:
     return z
 
 
-def mlp_apply(activation="tanh") -> Apply:
-    """``apply(params, x) = mlp(params, x, activation)``, the form :func:`full_batch_loss` takes.
+@dataclasses.dataclass(frozen=True)
+class MLPApply:
+    """``apply(params, x) = mlp(params, x, activation)``: the network as data, equal by its activation.
 
-    The same activation gives the same function object, so that compiled code keyed on it
-    (e.g. in :mod:`pfcourse.eos`) is reused."""
+    Two instances with the same activation compare (and hash) equal, so compiled code that takes
+    the network as a static argument (e.g. :func:`pfcourse.training.train`) is reused across calls
+    without any cache keyed on function identity."""
+
+    activation: Any = "tanh"
+
+    def __call__(self, params: Sequence[dict], x: jax.Array) -> jax.Array:
+        return mlp(params, x, self.activation)
+
+
+def mlp_apply(activation="tanh") -> MLPApply:
+    """``apply(params, x) = mlp(params, x, activation)``, the form :func:`full_batch_loss` takes
+    (an :class:`MLPApply`: equal activations give equal objects, so compiled code is reused)."""
     _activation(activation)
-    return _mlp_apply(activation)
-
-
-@functools.lru_cache(maxsize=None)
-def _mlp_apply(activation) -> Apply:
-    return functools.partial(mlp, activation=activation)
+    return MLPApply(activation)
 
 
 def num_params(params: PyTree) -> int:
@@ -219,12 +230,15 @@ def loss_function(kind: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
     return square_loss if kind == "square" else cross_entropy_loss
 
 
-def full_batch_loss(apply: Apply, x, y, kind: str = "square", chunk_size: int | None = None) -> Callable[[PyTree], jax.Array]:
-    r"""The full-batch loss :math:`E(\theta) = \frac1n\sum_{i=1}^n \ell(f_\theta(x_i), y_i)` as a closure.
+def full_batch_loss(apply: Apply, x, y, kind: str = "square", chunk_size: int | None = None) -> FullBatchLoss:
+    r"""The full-batch loss :math:`E(\theta) = \frac1n\sum_{i=1}^n \ell(f_\theta(x_i), y_i)` as a function of the parameters.
 
     The returned ``E(params)`` is a plain scalar function of the parameters, which
     :func:`pfcourse.flows.gradient_descent`, :func:`pfcourse.spectral.hvp`,
-    :func:`pfcourse.spectral.sharpness` and friends take as they are.
+    :func:`pfcourse.spectral.sharpness` and friends take as they are. It is a
+    :class:`FullBatchLoss`, an equinox Module that holds the data as arrays, so that jit-compiled
+    code which takes it as an argument (:func:`pfcourse.training.train`) compiles once for every
+    data set of the same shapes.
 
     With ``chunk_size``, the examples are processed ``chunk_size`` at a time by ``lax.map`` (zero
     weight on padding), each chunk rematerialised (``jax.checkpoint``) in the backward pass, which
@@ -244,12 +258,11 @@ def full_batch_loss(apply: Apply, x, y, kind: str = "square", chunk_size: int | 
 
     Book: chapter 6, eq. ``eq-eos-square-loss``.
     """
-    f = loss_and_accuracy(apply, x, y, None, kind, chunk_size)
-    return lambda params: f(params)[0]
+    return loss_and_accuracy(apply, x, y, None, kind, chunk_size, with_accuracy=False)
 
 
 def loss_and_accuracy(apply: Apply, x, y, labels=None, kind: str = "square", chunk_size: int | None = None,
-                      ) -> Callable[[PyTree], tuple[jax.Array, jax.Array]]:
+                      *, with_accuracy: bool = True) -> FullBatchLoss:
     r"""``f(params) -> (E(params), accuracy)`` over the whole data set, in one forward pass.
 
     Like :func:`full_batch_loss` (same arguments, same chunking), and also returns the accuracy
@@ -258,7 +271,7 @@ def loss_and_accuracy(apply: Apply, x, y, labels=None, kind: str = "square", chu
 
     Book: chapter 6, §The experiment.
     """
-    loss = loss_function(kind)
+    loss_function(kind)
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     n = x.shape[0]
@@ -274,11 +287,7 @@ def loss_and_accuracy(apply: Apply, x, y, labels=None, kind: str = "square", chu
     if chunk_size is not None:
         check_int(chunk_size, "chunk_size", hint="It is the number of examples per chunk of the loss (None: all at once).")
     if chunk_size is None or chunk_size >= n:
-        def f(params):
-            out = apply(params, x)
-            return loss(out, y), accuracy(out, labels)
-
-        return f
+        return FullBatchLoss(apply, x, y, labels, jnp.ones(n, bool), kind, None, n, with_accuracy)
     chunks = -(-n // chunk_size)
     pad = chunks * chunk_size - n
 
@@ -286,18 +295,44 @@ def loss_and_accuracy(apply: Apply, x, y, labels=None, kind: str = "square", chu
         a = jnp.concatenate([a, jnp.zeros((pad,) + a.shape[1:], a.dtype)])
         return a.reshape((chunks, chunk_size) + a.shape[1:])
 
-    xp, yp, lp = split(x), split(y), split(labels)
-    w = split(jnp.ones(n, bool))
+    return FullBatchLoss(apply, split(x), split(y), split(labels), split(jnp.ones(n, bool)), kind, int(chunk_size),
+                         n, with_accuracy)
 
-    @jax.checkpoint
-    def chunk_sums(params, xc, yc, lc, wc):
-        out = apply(params, xc)
-        per = jax.vmap(lambda o, t: loss(o[None], t[None]))(out, yc)
-        correct = (jnp.argmax(out, axis=-1) == lc) & wc
-        return jnp.sum(jnp.where(wc, per, 0)), jnp.sum(correct)
 
-    def f(params):
-        sums, correct = jax.lax.map(lambda a: chunk_sums(params, *a), (xp, yp, lp, w))
-        return jnp.sum(sums) / n, jnp.sum(correct) / n
+class FullBatchLoss(eqx.Module):
+    r"""The full-batch loss as data: :math:`E(\theta)` (and the accuracy) of ``apply`` on one data set.
 
-    return f
+    Built by :func:`full_batch_loss` (``E(params) -> scalar``) and :func:`loss_and_accuracy`
+    (``f(params) -> (E, accuracy)``). The data are array fields, everything else is static, so two
+    losses on data of the same shapes share one compilation when passed to a jitted function.
+    With ``chunk_size`` the arrays are stored split into chunks of ``chunk_size`` examples
+    (``weights`` is zero on the padding).
+    """
+
+    apply: Apply = eqx.field(static=True)
+    x: jax.Array
+    y: jax.Array
+    labels: jax.Array
+    weights: jax.Array
+    kind: str = eqx.field(static=True)
+    chunk_size: int | None = eqx.field(static=True)
+    n: int = eqx.field(static=True)
+    with_accuracy: bool = eqx.field(static=True)
+
+    def __call__(self, params: PyTree):
+        loss = loss_function(self.kind)
+        if self.chunk_size is None:
+            out = self.apply(params, self.x)
+            value = loss(out, self.y)
+            return (value, accuracy(out, self.labels)) if self.with_accuracy else value
+
+        @jax.checkpoint
+        def chunk_sums(xc, yc, lc, wc):
+            out = self.apply(params, xc)
+            per = jax.vmap(lambda o, t: loss(o[None], t[None]))(out, yc)
+            correct = (jnp.argmax(out, axis=-1) == lc) & wc
+            return jnp.sum(jnp.where(wc, per, 0)), jnp.sum(correct)
+
+        sums, correct = jax.lax.map(lambda a: chunk_sums(*a), (self.x, self.y, self.labels, self.weights))
+        value = jnp.sum(sums) / self.n
+        return (value, jnp.sum(correct) / self.n) if self.with_accuracy else value

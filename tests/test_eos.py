@@ -131,13 +131,12 @@ def test_vmapped_runs_equal_separate_runs(tiny_run):
     np.testing.assert_allclose(seq.eigenvalues, hist.eigenvalues, rtol=1e-9)
 
 
-def test_vmapped_eigen_solves_equal_sequential_ones(tiny_run, monkeypatch):
+def test_vmapped_eigen_solves_equal_sequential_ones(tiny_run):
     """The accelerator path (all runs' Lanczos under vmap) gives the CPU path's eigenpairs."""
     apply, params, x, y, hist = tiny_run
     D = models.num_params(params)
-    monkeypatch.setattr(eos, "VMAP_SOLVES", True)
     vm = eos.gd_edge_of_stability(apply, params, x, y, [0.3, 0.6], steps=11, eig_every=4, k=3, num_iter=D,
-                                  progress=False)
+                                  progress=False, vmap_solves=True)
     np.testing.assert_allclose(vm.eigenvalues, hist.eigenvalues, rtol=1e-9)
     np.testing.assert_allclose(vm.projection, hist.projection, rtol=1e-8, atol=1e-12)
 
