@@ -1,9 +1,10 @@
 """Coursework: exercises in every chapter, assignments, student versions and the autograder.
 
 The grading tests run the real command line (``python -m pfcourse_instructor grade``) once, on a
-folder with the instructor and student versions of every assignment and five fake submissions of
-assignment 1: correct (written differently, cell metadata stripped), wrong, crashing (kills the
-kernel), looping (ignores interrupts) and one with deleted cells.
+folder with, for every assignment, its solution (full marks), its wrong answers (the ``wrong-answer``
+cells in place of the answers, public checks run as ordinary cells: they pass, and the questions
+lose their points) and its untouched student version (zero, not answered). Attacks on the grader,
+and crashing, looping and renamed submissions, are in ``test_grader_attacks.py``.
 """
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def _toy_repository(tmp_path: Path, assignment_body: str) -> Path:
 GOOD_QUESTION = ('+++ {"question": "ex-toy"}\n\nWrite `area(r)`.\n\n```{code-cell} ipython3\n:tags: [answer]\n'
                  'def area(r):\n    # BEGIN SOLUTION\n    return 3.14159 * r ** 2\n    # END SOLUTION\n```\n\n'
                  '```{code-cell} ipython3\n:tags: [public-tests]\nassert area(0) == 0\n```\n\n'
-                 '```{code-cell} ipython3\n:tags: [hidden-tests]\nassert abs(area(1) - 3.14159) < 1e-9\n```\n')
+                 '```{code-cell} ipython3\n:tags: [hidden-tests]\nprobe = {"one": area(1)}\n# ---- grader ----\n'
+                 'assert abs(probe["one"] - 3.14159) < 1e-9\n```\n')
 
 
 @pytest.mark.parametrize("body, message", [
@@ -118,6 +120,11 @@ GOOD_QUESTION = ('+++ {"question": "ex-toy"}\n\nWrite `area(r)`.\n\n```{code-cel
     (GOOD_QUESTION.replace("    # END SOLUTION\n", ""), "matching"),
     (GOOD_QUESTION.replace('"ex-toy"', '"ex-nope"'), "not an exercise"),
     (GOOD_QUESTION.replace(":tags: [hidden-tests]", ":tags: [public-tests]"), "no hidden-tests"),
+    (GOOD_QUESTION.replace("# ---- grader ----\n", ""), "exactly one line"),
+    (GOOD_QUESTION.replace('probe = {"one": area(1)}', 'assert area(1) > 0\nprobe = {}'), "an assert above"),
+    (GOOD_QUESTION.replace('probe = {"one": area(1)}', 'result = {"one": area(1)}'), "must bind `probe`"),
+    (GOOD_QUESTION + '\n```{code-cell} ipython3\n:tags: [wrong-answer]\ndef perimeter(r):\n    return r\n```\n',
+     "same functions"),
 ])
 def test_malformed_assignments_are_refused_with_what_to_fix(tmp_path, body, message):
     path = _toy_repository(tmp_path, "# Toy assignment\n\n" + body)
@@ -179,57 +186,38 @@ def test_kernel_session_recovers_from_a_loop_and_a_crash_and_keeps_the_state():
 # ---------------------------------------------------------------- grading
 
 
-def _fakes(base: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
-    """Five submissions of assignment 1, each with one thing wrong (or nothing, for 'correct')."""
-
-    def with_answer(label: str, source: str) -> nbformat.NotebookNode:
-        nb = copy.deepcopy(base)
-        for cell in nb.cells:
-            meta = cell.metadata.get("pfcourse", {})
-            if meta.get("role") == "answer" and meta.get("question") == label:
-                cell.source = source
-        return nb
-
-    correct = with_answer("ex-gd-implement", (
-        "def my_gd(E, theta, h, steps):\n    g = jax.jit(jax.grad(E))\n    rows = [np.asarray(theta)]\n"
-        "    while len(rows) <= steps:\n        rows.append(rows[-1] - h * np.asarray(g(jnp.asarray(rows[-1]))))\n"
-        "    return jnp.asarray(np.stack(rows))\n"))
-    for cell in correct.cells:           # as saved by an editor that drops cell metadata
-        cell.metadata = {}
-    deleted = copy.deepcopy(base)
-    deleted.cells = [c for c in deleted.cells if c.metadata.get("pfcourse", {}).get("role") != "setup"
-                     and c.metadata.get("pfcourse", {}).get("question") != "ex-gd-optimal-rate"]
-    return {
-        "correct": correct,
-        "wrong": with_answer("ex-gd-implement", (
-            "def my_gd(E, theta, h, steps):\n    out = [theta]\n    for _ in range(steps):\n"
-            "        theta = theta + h * jax.grad(E)(theta)   # gradient ascent\n        out.append(theta)\n"
-            "    return jnp.stack(out)\n")),
-        "crashing": with_answer("ex-gd-period-two", (
-            "import os\ndef period_two_losses(lam, theta0, steps):\n    return None\nos._exit(1)\n")),
-        "looping": with_answer("ex-gd-matching-time", (
-            "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass\n")),
-        "deleted": deleted,
-    }
+def _wrong_submission(assignment, solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The solution with every answer that has a ``wrong-answer`` cell replaced by it, and the public
+    checks turned into ordinary cells, so the grader runs them and notes any that fails."""
+    nb = copy.deepcopy(solution)
+    public = {q.label: list(q.public_tests) for q in assignment.questions}
+    for cell in nb.cells:
+        meta = cell.metadata.get("pfcourse", {})
+        q = assignment.question(meta["question"]) if meta.get("question") else None
+        if q is not None and meta.get("role") == "answer" and q.wrong_answers:
+            cell.source = "\n".join(q.wrong_answers)
+        elif q is not None and meta.get("role") == "public-tests":
+            cell.source = public[q.label].pop(0)
+            cell.metadata = {"pfcourse": {"question": q.label}}
+    return nb
 
 
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory):
-    """Grade every instructor version, every student version and the fakes with the CLI, once."""
+    """Grade, with one run of the command line, every assignment's solution, its wrong answers and
+    its untouched student version."""
     folder = tmp_path_factory.mktemp("submissions")
     index = myst.build_index(ROOT)
     for source in SOURCES:
         assignment = load_assignment(source, root=ROOT)
-        nbformat.write(assignment.student_notebook(index, solutions=True), folder / f"{source.stem}-instructor.ipynb")
+        solution = assignment.student_notebook(index, solutions=True)
+        nbformat.write(solution, folder / f"{source.stem}-solution.ipynb")
+        nbformat.write(_wrong_submission(assignment, solution), folder / f"{source.stem}-wrong.ipynb")
         shutil.copy(ROOT / "notebooks" / "assignments" / f"{source.stem}.ipynb", folder / f"{source.stem}-student.ipynb")
-    first = load_assignment(ROOT / "coursework" / "01_gradient_descent.md", root=ROOT)
-    for name, nb in _fakes(first.student_notebook(index, solutions=True)).items():
-        nbformat.write(nb, folder / f"01_gradient_descent-{name}.ipynb")
-    (folder / "01_gradient_descent-not-a-notebook.ipynb").write_text("{ this is not JSON")
     out = folder / "scores.csv"
     cmd = [sys.executable, "-m", "pfcourse_instructor", "grade", str(folder), "--out", str(out),
            "--jobs", "2", "--cell-timeout", str(CELL_TIMEOUT)]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     print(run.stdout)
     rows = list(csv.DictReader(out.open()))
@@ -237,45 +225,34 @@ def graded(tmp_path_factory):
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
-def test_instructor_version_passes_every_test(graded, source):
-    rows = {q: r for (sub, q), r in graded.items() if sub == f"{source.stem}-instructor"}
-    assert rows, "the instructor version was not graded"
+def test_solution_scores_full_marks(graded, source):
+    rows = {q: r for (sub, q), r in graded.items() if sub == f"{source.stem}-solution"}
+    assert rows, "the solution was not graded"
     failed = {q: r["reason"] for q, r in rows.items() if r["status"] != "passed" or r["score"] != r["max_score"]}
     assert not failed, failed
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_wrong_answers_pass_the_public_checks_and_fail_a_hidden_test(graded, source):
+    assignment = load_assignment(source, root=ROOT)
+    wrong = {q.label for q in assignment.questions if q.wrong_answers}
+    assert wrong, f"{source.name} has no wrong-answer cell (coursework/README.md, 'Wrong answers')"
+    rows = {q: r for (sub, q), r in graded.items() if sub == f"{source.stem}-wrong"}
+    assert sorted(rows) == sorted(q.label for q in assignment.questions), rows
+    for label, row in rows.items():
+        assert "your cell" not in row["reason"], f"{label}: a wrong answer or a public check fails: {row['reason']}"
+        if label in wrong:
+            assert float(row["score"]) == 0 and row["status"] == "failed", (label, row)
+        else:
+            assert row["status"] == "passed", (label, row)
+    total = sum(float(r["score"]) for r in rows.values())
+    assert total < assignment.max_points
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_student_version_scores_zero_not_answered(graded, source):
     rows = {q: r for (sub, q), r in graded.items() if sub == f"{source.stem}-student"}
     assert rows and all(r["status"] == "not-answered" and float(r["score"]) == 0 for r in rows.values()), rows
-
-
-EXPECTED = {   # submission -> the one question that must score zero, its status and a word of its reason
-    "correct": None,
-    "wrong": ("ex-gd-implement", "failed", "AssertionError"),
-    "crashing": ("ex-gd-period-two", "crashed", "kernel died"),
-    "looping": ("ex-gd-matching-time", "timeout", "time limit"),
-    "deleted": ("ex-gd-optimal-rate", "missing", "deleted"),
-}
-
-
-@pytest.mark.parametrize("fake", list(EXPECTED))
-def test_fake_submission_is_graded_as_expected(graded, fake):
-    rows = {q: r for (sub, q), r in graded.items() if sub == f"01_gradient_descent-{fake}"}
-    assert len(rows) == 4, f"expected 4 questions graded, got {rows}"
-    affected = EXPECTED[fake]
-    for question, row in rows.items():
-        if affected and question == affected[0]:
-            assert float(row["score"]) == 0 and row["status"] == affected[1], row
-            assert affected[2] in row["reason"], row["reason"]
-        else:
-            assert row["status"] == "passed" and row["score"] == row["max_score"], (question, row)
-
-
-def test_unreadable_submission_is_reported_and_does_not_stop_the_others(graded):
-    rows = [r for (sub, q), r in graded.items() if sub == "01_gradient_descent-not-a-notebook"]
-    assert len(rows) == 4 and all(r["status"] == "not-graded" and "not a readable notebook" in r["reason"]
-                                  for r in rows)
 
 
 # ---------------------------------------------------------------- hiding solutions in the book

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import select
 import shutil
 import signal
@@ -121,7 +122,7 @@ class Sandbox:
         return json.dumps({"namespaces": self.namespaces, "work": str(self.work), "uid": uid,
                            "hide": [str(p) for p in self.hide], "keep": [str(p) for p in self.keep],
                            "limits": self.limits.__dict__, "env": env, "fds": [read_fd, write_fd],
-                           "python": sys.executable})
+                           "python": sys.executable, "stdlib": os.path.dirname(os.__file__)})
 
     def _start(self) -> None:
         to_child, from_grader = os.pipe()[::-1]
@@ -139,14 +140,9 @@ class Sandbox:
         os.set_blocking(self._send, False)
         ready = self._answer(START_TIMEOUT)
         if not ready or ready.get("status") != "ready":
+            proc = self._proc
             self._kill()
-            raise RuntimeError(f"the sandbox did not start: {self._stderr()}")
-
-    def _stderr(self) -> str:
-        try:
-            return (self._proc.stderr.read(4000) or b"").decode(errors="replace").strip()[-600:]
-        except (OSError, ValueError):
-            return ""
+            raise RuntimeError(f"the sandbox did not start: {_tail(proc)}")
 
     def _answer(self, timeout: float) -> dict | None:
         """The next answer of the student's process; None if it died or did not answer in time."""
@@ -253,6 +249,14 @@ class Sandbox:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _tail(proc: subprocess.Popen) -> str:
+    """The end of what a dead launcher wrote to stderr."""
+    try:
+        return (proc.stderr.read(20000) or b"").decode(errors="replace").strip()[-600:]
+    except (OSError, ValueError):
+        return ""
 
 
 def _processes() -> dict[int, tuple[int, int, int, str]]:
@@ -388,6 +392,8 @@ def _drop_privileges(config: dict) -> None:
     """To an unused user id (grader running as root), else no capability left in the user namespace."""
     libc = _libc()
     uid = config.get("uid")
+    if not config["namespaces"] and not all(map(_others_can_use, [config["python"], config["stdlib"]])):
+        uid = None          # root, no namespaces, Python in a private folder: cannot drop (README)
     if os.geteuid() == 0 and uid is not None and not config["namespaces_user"]:
         os.chown(config["work"], uid, uid)
         for entry in os.listdir(config["work"]):
@@ -409,9 +415,19 @@ def _drop_privileges(config: dict) -> None:
     libc.prctl(38, 1, 0, 0, 0)                 # PR_SET_NO_NEW_PRIVS
 
 
-def _limit(config: dict) -> None:
-    import resource
+def _others_can_use(path: str) -> bool:
+    """Whether a user other than the owner can use ``path`` (every folder above it searchable)."""
+    import stat
 
+    path = os.path.realpath(path)
+    folders = [os.path.dirname(path)] + [str(p) for p in Path(path).parents]
+    try:
+        return all(os.stat(f).st_mode & stat.S_IXOTH for f in folders) and os.stat(path).st_mode & stat.S_IXOTH
+    except OSError:
+        return False
+
+
+def _limit(config: dict) -> None:
     limits = config["limits"]
     settings = [(resource.RLIMIT_NPROC, int(limits["processes"])), (resource.RLIMIT_CPU, int(limits["cpu_seconds"])),
                 (resource.RLIMIT_FSIZE, int(limits["file_mb"]) * 2**20), (resource.RLIMIT_CORE, 0)]

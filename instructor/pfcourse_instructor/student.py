@@ -21,6 +21,8 @@ import signal
 import struct
 import sys
 
+from .wire import encode        # imported before any student code runs (which may break imports)
+
 HEADER = struct.Struct(">Q")
 
 
@@ -80,8 +82,6 @@ def _run_cell(shell, code: str, timeout: float) -> dict:
 
 
 def _run_probe(shell, code: str, timeout: float) -> dict:
-    from .wire import encode
-
     signal.signal(signal.SIGALRM, _alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
@@ -110,10 +110,12 @@ def main(argv: list[str]) -> int:
         message = _read(read_fd)
         if message is None:
             return 0
-        if message.get("op") == "run":
-            _write(write_fd, _run_cell(shell, message["code"], float(message["timeout"])))
-        elif message.get("op") == "probe":
-            _write(write_fd, _run_probe(shell, message["code"], float(message["timeout"])))
+        run = _run_cell if message.get("op") == "run" else _run_probe
+        try:
+            answer = run(shell, message["code"], float(message["timeout"]))
+        except BaseException as err:          # the student's code broke something the runner uses
+            answer = _describe(err)
+        _write(write_fd, answer)
 
 
 if __name__ == "__main__":
