@@ -155,10 +155,11 @@ def test_student_notebook_contains_no_solution_code(source):
     assert secrets, "the answers of this assignment have no solution lines to hide"
     leaked = [line for line in secrets if line in code]
     assert not leaked, f"solution code in the student notebook: {leaked}"
-    hidden = [line.strip() for q in assignment.questions for t in q.hidden_tests for line in t.splitlines()
+    hidden = [line.strip() for q in assignment.questions for t in q.hidden_tests
+              for line in (t.probe + "\n" + t.check + "\n" + "\n".join(q.wrong_answers)).splitlines()
               if len(line.strip()) > 20 and line.strip() not in public]
-    assert not [line for line in hidden if line in code], "hidden tests in the student notebook"
-    assert "BEGIN SOLUTION" not in student and "hidden-tests" not in student
+    assert not [line for line in hidden if line in code], "hidden tests or wrong answers in the student notebook"
+    assert "BEGIN SOLUTION" not in student and "hidden-tests" not in student and "---- grader ----" not in student
     answers = [c for c in nb.cells if c.metadata.get("pfcourse", {}).get("role") == "answer"]
     assert len(answers) == sum(len(q.answers) for q in assignment.questions)
     assert all("raise NotImplementedError" in c.source for c in answers)
