@@ -9,7 +9,7 @@ repository root; ``pfcourse-instructor`` is the same)::
 
     python -m pfcourse_instructor notebooks                 # write notebooks/ (chapters + student versions)
     python -m pfcourse_instructor check                     # notebooks/ in sync? (exit 1 if not)
-    python -m pfcourse_instructor grade SUBMISSIONS/ --out scores.csv [--jobs 2] [--cell-timeout 120]
+    python -m pfcourse_instructor grade SUBMISSIONS/ --out scores.csv [--jobs 2] [--assignment PRIVATE/]
     python -m pfcourse_instructor execute notebooks/03_principal_flow.ipynb   # run one, top to bottom
     python -m pfcourse_instructor check-chapter book/03_principal_flow.md    # lint + execute a chapter
 
@@ -17,8 +17,9 @@ Modules, each importing only those before it: :mod:`.myst` (MyST -> Jupyter Mark
 :mod:`.common` (repository layout, install cell, empty notebook), :mod:`.runner` (a kernel with time
 limits and crash recovery), :mod:`.chapter_check` (lint and execute one chapter),
 :mod:`.assignments` (instructor sources, student versions), :mod:`.notebooks` (chapter notebooks,
-generation, sync check), :mod:`.grading` (the autograder), :mod:`.sphinx_ext` (the book's Colab
-buttons and hidden solutions).
+generation, sync check), :mod:`.wire` (probe values as JSON), :mod:`.student` (the student's process),
+:mod:`.sandbox` (namespaces, limits, process cleanup), :mod:`.grading` (the autograder),
+:mod:`.sphinx_ext` (the book's Colab buttons and hidden solutions).
 
 Needs the book's environment (jupytext, nbformat, nbclient, Sphinx); nothing in the student
 notebooks imports it.

@@ -276,6 +276,13 @@ def load_assignment(path: str | Path, root: str | Path | None = None) -> Assignm
         elif role == "wrong-answer":
             current.wrong_answers.append(source)
         cells.append((role, source))
+    _check_questions(questions, path)
+    return Assignment(name=path.stem, path=path, chapter=chapter, title=title or path.stem,
+                      cells=cells, questions=questions)
+
+
+def _check_questions(questions: list[Question], path: Path) -> None:
+    """Every question has its cells; a wrong answer defines what the answer defines."""
     for q in questions:
         if q.wrong_answers and set(defined_functions("\n".join(q.wrong_answers))) != set(q.functions):
             raise AssignmentError(f"{path.name}: question {q.label}: a wrong-answer cell replaces the answer "
@@ -286,8 +293,6 @@ def load_assignment(path: str | Path, root: str | Path | None = None) -> Assignm
             raise AssignmentError(f"{path.name}: question {q.label} has no {' and no '.join(missing)} cell.")
     if not questions:
         raise AssignmentError(f"{path.name}: no questions.")
-    return Assignment(name=path.stem, path=path, chapter=chapter, title=title or path.stem,
-                      cells=cells, questions=questions)
 
 
 def _root_of(path: Path) -> Path:

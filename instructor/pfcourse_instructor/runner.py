@@ -4,7 +4,8 @@
 that runs past its time limit is interrupted; if the kernel does not come back (the code ignores
 interrupts), or if the code kills the kernel (``os._exit``, a segfault), the kernel is restarted and
 every cell that had succeeded is replayed, so the cells after it still run in the state they
-expect. Used by the grader and by the CI execution of ``notebooks/``.
+expect. Used by the CI execution of ``notebooks/`` and of the chapters (the grader runs submissions in
+:mod:`.sandbox` instead).
 
 Book: none (tooling for the coursework).
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -64,6 +66,7 @@ class KernelSession:
     def __init__(self, cell_timeout: float = 120, cwd: str | None = None, max_restarts: int = 5,
                  env: dict[str, str] | None = None):
         self.cell_timeout = cell_timeout
+        self._own_cwd = cwd is None             # a folder of our own, removed by close()
         self.cwd = cwd or tempfile.mkdtemp(prefix="pfcourse-kernel-")
         self.max_restarts = max_restarts
         self.restarts = 0
@@ -92,11 +95,17 @@ class KernelSession:
                 pass
             self._context = None
 
+    def __del__(self):
+        if getattr(self, "_own_cwd", False):
+            shutil.rmtree(self.cwd, ignore_errors=True)
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+        if self._own_cwd:
+            shutil.rmtree(self.cwd, ignore_errors=True)
 
     def _execute(self, source: str, timeout: float) -> Outcome:
         from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
