@@ -499,7 +499,9 @@ def top_hessian_eigenpairs(
             work with the default.
         key: PRNG key of the random start (default ``jax.random.key(0)``).
         v0: optional warm start, a flat ``(D,)`` vector (e.g. ``eigenvectors[:, 0]`` of the
-            previous call, a few steps earlier in training).
+            previous call, a few steps earlier in training). Under ``jit`` a warm start that is not
+            finite or is zero is replaced by the random start (no run-time error: that would keep
+            the compiled solve out of JAX's persistent compilation cache).
         tol, return_info: stop once the top-k Ritz residuals are within ``tol`` (relative), and
             report steps and residuals, as in :func:`lanczos`; ``num_iter`` is then the most.
 
@@ -524,16 +526,34 @@ def top_hessian_eigenpairs(
     _check_krylov_sizes(k, num_iter, max(num_iter, D))  # k <= num_iter, before capping at D
     if k > D:
         raise ValueError(f"top_hessian_eigenpairs: k={k} eigenpairs asked for, but the Hessian is {D}x{D}.")
-    if v0 is not None:
-        v0 = jnp.asarray(v0, flat.dtype)
-        if v0.shape != (D,):
-            raise ValueError(
-                f"top_hessian_eigenpairs: v0 must be a flat vector of shape ({D},), got {v0.shape}; "
-                "flatten a pytree with jax.flatten_util.ravel_pytree."
-            )
+    _check_tol(tol)
+    start = _hessian_start(v0, D, flat.dtype, key, "top_hessian_eigenpairs")
     _, matvec = jax.linearize(jax.grad(E_flat), flat)
-    return lanczos(matvec, D if v0 is None else v0, k, min(num_iter, D), key=key, dtype=flat.dtype, tol=tol,
-                   return_info=return_info)
+    return _lanczos_loop(matvec, start, k, min(num_iter, D), tol, return_info)
+
+
+def _hessian_start(v0, D: int, dtype, key, who: str) -> jax.Array:
+    """The start vector of a Hessian solve: ``v0`` (a warm start) or a random one drawn with ``key``.
+
+    A concrete ``v0`` is checked (shape, finite, non-zero: ``ValueError``). A traced ``v0`` that is
+    not finite or is zero is replaced by the random start inside the program: a warm start is only
+    a hint, and a check by host callback would keep the whole compiled solve out of JAX's persistent
+    compilation cache (programs with callbacks are never written there).
+    """
+    key = jax.random.key(0) if key is None else key
+    if v0 is None:
+        return jax.random.normal(key, (D,), dtype)
+    v0 = jnp.asarray(v0, dtype)
+    if v0.shape != (D,):
+        raise ValueError(f"{who}: v0 must be a flat vector of shape ({D},), got {v0.shape}; "
+                         "flatten a pytree with jax.flatten_util.ravel_pytree.")
+    if is_concrete(v0):
+        _finite_start(v0, who)
+        if not np.any(np.asarray(v0)):
+            raise ValueError(f"{who}: the start vector v0 is zero; pass a non-zero vector.")
+        return v0
+    usable = jnp.all(jnp.isfinite(v0)) & jnp.any(v0 != 0)
+    return jax.lax.cond(usable, lambda: v0, lambda: jax.random.normal(key, (D,), dtype))
 
 
 class SpectrumEnds(NamedTuple):

@@ -526,3 +526,16 @@ def test_lanczos_hint_says_which_way_to_change_num_iter():
         lanczos(lambda x: x, 4, k=1, num_iter=5)
     with pytest.raises(ValueError, match="k <= num_iter.*raise num_iter to at least k = 3"):
         lanczos(lambda x: x, 10, k=3, num_iter=2)
+
+
+def test_top_hessian_eigenpairs_traced_bad_warm_start_falls_back_to_random(mlp):
+    """Under jit a NaN or zero warm start is replaced by the random start (no host callback, so the
+    compiled solve can be kept in JAX's persistent compilation cache); eagerly it is refused."""
+    E, params, D, lam_dense, _ = mlp
+    solve = jax.jit(lambda p, v: top_hessian_eigenpairs(E, p, k=1, num_iter=20, v0=v))
+    for bad in (jnp.full(D, jnp.nan), jnp.zeros(D)):
+        np.testing.assert_allclose(solve(params, bad)[0], lam_dense[:1], rtol=1e-8)  # as the random start
+    with pytest.raises(ValueError, match="start vector v0 is zero"):
+        top_hessian_eigenpairs(E, params, k=1, v0=jnp.zeros(D))
+    lowered = jax.jit(lambda p, v: top_hessian_eigenpairs(E, p, k=1, num_iter=4, v0=v)).lower(params, jnp.ones(D))
+    assert "callback" not in lowered.as_text()
