@@ -61,7 +61,10 @@ __all__ = [
     "gd_edge_of_stability",
     "loss_change_along",
     "loss_change_check",
+    "pf_projection_segments",
     "settled_sharpness",
+    "UnstableGrowth",
+    "unstable_growth",
 ]
 
 
@@ -284,6 +287,88 @@ def fit_check(history: EoSHistory, tolerance: float = 0.1) -> list[str]:
             f"h*lambda_0/2 = {row['settled_ratio']:.3f} ({'within' if ok else 'NOT within'} {tolerance:.0%})"
         )
     return lines
+
+
+def pf_projection_segments(run: dict, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    r"""The PF's prediction of :math:`|u_0^\top\nabla E|` between eigen-solves, as segments to plot.
+
+    From each solve :math:`s_m` in ``[start, stop)`` on, until the next solve (or ``stop``, or the run's
+    last step), the measured :math:`|p_{s_m}| = |u_0^\top\nabla E(\theta_{s_m})|` times the PF's factor
+    per step (eq. ``eq-eos-factor``),
+
+    .. math:: |p_n| \approx |p_{s_m}|\,|1 - h\lambda_0(s_m)|^{\,n - s_m}, \qquad s_m \le n < s_{m+1}.
+
+    Args:
+        run: one run of an :class:`EoSHistory` (``history.run(i)``).
+        start, stop: the window of steps.
+
+    Returns:
+        a list of ``(steps, predicted)`` pairs of arrays, one per solve in the window.
+
+    Book: chapter 6, §The principal flow's reading.
+    """
+    eig_step = np.asarray(run["eig_step"])
+    solves = np.flatnonzero((eig_step >= start) & (eig_step < stop))
+    last = int(run["step"][-1])
+    segments = []
+    for i, m in enumerate(solves):
+        s0 = int(eig_step[m])
+        s1 = min(int(eig_step[solves[i + 1]]) if i + 1 < len(solves) else stop, last)
+        factor = abs(float(pf_step_factor(run["h"], run["sharpness"][m])))
+        steps = np.arange(s0, s1)
+        segments.append((steps, abs(run["projection"][s0]) * factor ** (steps - s0)))
+    return segments
+
+
+class UnstableGrowth(NamedTuple):
+    r"""GD's growth along :math:`u_0` past the edge, against the PF's factor (:func:`unstable_growth`).
+
+    Attributes:
+        factor_gd: measured :math:`|c_{n+1}/c_n|`, :math:`c_n = u_0^\top\nabla E(\theta_n)`, ``(N - 1,)``.
+        factor_pf: the PF's :math:`|1 - h\lambda_0(n)|`, ``(N - 1,)``.
+        crossing: first index with :math:`h\lambda_0 > 2`.
+        peak: index of the largest :math:`|c_n|` (the catapult).
+        floor: the size of :math:`|c_n|` over the first ``floor_steps`` (when GD crosses :math:`2/h`).
+        free: indices before ``peak - 2`` where :math:`|c_n|` exceeds ``dominance`` times ``floor``:
+            where the unstable mode dominates.
+        log_growth: :math:`\sum \log|1 - h\lambda_0|` from ``crossing`` to ``free[0]``, the PF's
+            growth of the unstable mode before it dominates (``NaN`` if it never does).
+    """
+
+    factor_gd: np.ndarray
+    factor_pf: np.ndarray
+    crossing: int
+    peak: int
+    floor: float
+    free: np.ndarray
+    log_growth: float
+
+
+def unstable_growth(h: float, sharpness, projection, floor_steps: int = 30, dominance: float = 30.0) -> UnstableGrowth:
+    r"""Read GD's growth along the top direction step by step, against the PF's (and GD's linearisation's) factor.
+
+    Given, at consecutive GD steps :math:`n`, the sharpness :math:`\lambda_0(n)` and the projection
+    :math:`c_n = u_0(n)^\top\nabla E(\theta_n)` (e.g. from :func:`pfcourse.training.train` with
+    ``eig_every=1``), compares the measured factor :math:`|c_{n+1}/c_n|` with
+    :math:`|1 - h\lambda_0(n)|` (eq. ``eq-step-factors``), and finds where the unstable mode
+    dominates: :math:`|c_n|` above ``dominance`` times its size when GD crossed :math:`2/h`, before
+    the catapult (the largest :math:`|c_n|`).
+
+    Returns:
+        an :class:`UnstableGrowth`.
+
+    Book: chapter 8, §The PF's reading of the onset.
+    """
+    lam0 = np.asarray(sharpness, dtype=np.float64)
+    c = np.abs(np.asarray(projection, dtype=np.float64))
+    factor_gd = c[1:] / c[:-1]
+    factor_pf = np.abs(pf_step_factor(h, lam0[:-1]))
+    crossing = int(np.argmax(h * lam0 > 2))
+    peak = int(np.argmax(c))
+    floor = float(np.max(c[:floor_steps]))
+    free = np.flatnonzero((c[:-1] > dominance * floor) & (np.arange(c.size - 1) < peak - 2))
+    log_growth = float(np.sum(np.log(factor_pf[crossing:free[0]]))) if free.size else float("nan")
+    return UnstableGrowth(factor_gd, factor_pf, crossing, peak, floor, free, log_growth)
 
 
 # --------------------------------------------------------------------------- training

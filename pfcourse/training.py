@@ -204,8 +204,11 @@ class _Step(NamedTuple):
     opt_state: PyTree
 
 
-def _step_fn(objective, opt, config: TrainConfig, limit, u0):
-    """One optimiser step of one run with its records: ``(carry, n) -> (carry, _Step)``."""
+def _step_fn(objective, opt, config: TrainConfig, steps, limit, u0):
+    """One optimiser step of one run with its records: ``(carry, n) -> (carry, _Step)``.
+
+    ``steps`` is traced (one compilation serves every run length); so is ``n``, shared by all runs
+    under ``vmap``, which keeps the ``lax.cond`` on it a real branch: skipped steps cost nothing."""
     goal = jnp.inf if config.accuracy_goal is None else config.accuracy_goal
     E = lambda p: _loss_and_accuracy(objective, p)[0]  # noqa: E731
     extra = isinstance(opt, optax.GradientTransformationExtraArgs)
@@ -216,7 +219,7 @@ def _step_fn(objective, opt, config: TrainConfig, limit, u0):
         gflat = ravel_pytree(g)[0]
         gnorm = jnp.linalg.norm(gflat)
         bad = ~jnp.isfinite(l) | ~jnp.isfinite(gnorm) | (l > limit)
-        stop = done | bad | (acc >= goal) | (n >= config.steps)
+        stop = done | bad | (acc >= goal) | (n >= steps)
         g = jax.tree_util.tree_map(lambda a: jnp.where(stop, jnp.zeros_like(a), a), g)
 
         def move(_):
@@ -224,7 +227,7 @@ def _step_fn(objective, opt, config: TrainConfig, limit, u0):
             return optax.apply_updates(params, upd), new, u0 @ ravel_pytree(upd)[0].astype(u0.dtype)
 
         new_params, new_state, up = jax.lax.cond(
-            n < config.steps, move, lambda _: (params, state, jnp.full((), jnp.nan, u0.dtype)), None)
+            n < steps, move, lambda _: (params, state, jnp.full((), jnp.nan, u0.dtype)), None)
         hide = lambda x: jnp.where(done, _blank(x), x)  # noqa: E731
         rec = _Step(hide(l), hide(acc), hide(gnorm), hide(u0 @ gflat), jnp.where(stop, jnp.nan, up), ~done & bad,
                     jax.tree_util.tree_map(hide, params) if config.record_params else None,
@@ -234,7 +237,7 @@ def _step_fn(objective, opt, config: TrainConfig, limit, u0):
     def step(carry, n):
         shapes = jax.eval_shape(live, carry, n)[1]
         idle = lambda c, n: (c, jax.tree_util.tree_map(_blank, shapes))  # noqa: E731
-        return jax.lax.cond(n <= config.steps, live, idle, carry, n)
+        return jax.lax.cond(n <= steps, live, idle, carry, n)
 
     return step
 
@@ -248,31 +251,34 @@ def _init(objective, optimizer, hyper, params):
 
 
 @eqx.filter_jit
-def _chunk(objective, optimizer, config, hyper, params, state, done, limit, u0, n0):
-    """``eig_every`` steps of every run (steps ``n0, n0 + 1, ...``), under ``vmap``."""
+def _chunk(objective, optimizer, config, hyper, params, state, done, limit, u0, n0, steps):
+    """``eig_every`` steps of every run (steps ``n0, n0 + 1, ...``), under ``vmap``; ``config`` holds only
+    what shapes the steps (see ``_Loop``), ``steps`` is traced."""
     def one(p, s, d, lim, hp, u):
-        step = _step_fn(objective, _optimizer(optimizer, hp), config, lim, u)
+        step = _step_fn(objective, _optimizer(optimizer, hp), config, steps, lim, u)
         ns = n0 + jnp.arange(config.eig_every)
         (p, s, d), recs = jax.lax.scan(lambda c, n: step(c, n), (p, s, d), ns)
         return p, s, d, recs
     return jax.vmap(one)(params, state, done, limit, hyper, u0)
 
 
-def _probe_one(objective, config, params, v0):
+def _probe_one(objective, settings, params, v0):
+    """Top-k eigenpairs (and the bottom Ritz value) at ``params``; ``settings = (k, num_iter, bottom)``."""
+    k, num_iter, bottom = settings
     flat, unravel = ravel_pytree(params)
     E_flat = lambda f: _loss_and_accuracy(objective, unravel(f))[0]  # noqa: E731
-    if config.bottom:
-        ends = spectral.hessian_spectrum_ends(E_flat, flat, config.k, config.num_iter, v0=v0)
+    if bottom:
+        ends = spectral.hessian_spectrum_ends(E_flat, flat, k, num_iter, v0=v0)
         lam, U, low = ends.top, ends.top_vectors, ends.bottom[0]
     else:
-        lam, U = spectral.top_hessian_eigenpairs(E_flat, flat, config.k, config.num_iter, v0=v0)
+        lam, U = spectral.top_hessian_eigenpairs(E_flat, flat, k, num_iter, v0=v0)
         low = jnp.full((), jnp.nan, lam.dtype)
     return lam, U, U.T @ jax.grad(E_flat)(flat), low
 
 
 _probe = eqx.filter_jit(_probe_one)
-_probe_vmapped = eqx.filter_jit(lambda objective, config, params, v0: jax.vmap(
-    lambda p, v: _probe_one(objective, config, p, v))(params, v0))
+_probe_vmapped = eqx.filter_jit(lambda objective, settings, params, v0: jax.vmap(
+    lambda p, v: _probe_one(objective, settings, p, v))(params, v0))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -360,6 +366,10 @@ class _Loop:
     def __init__(self, objective, optimizer, config, hyper, params, R, D, key):
         self.objective, self.optimizer, self.config, self.hyper = objective, optimizer, config, hyper
         self.params, self.R, self.D = params, R, D
+        # the settings the compiled steps depend on; the rest are normalised so that one compilation
+        # serves every run length, probe size and divergence limit
+        self.chunk_config = dataclasses.replace(config, steps=0, k=1, num_iter=1, bottom=False,
+                                                divergence_factor=1e3, vmap_solves=None)
         self.state, loss0 = _init(objective, optimizer, hyper, params)
         loss0 = np.asarray(loss0, dtype=np.float64)
         if not np.all(np.isfinite(loss0)):
@@ -378,11 +388,13 @@ class _Loop:
     def solve(self, record):
         """Probe the runs in ``record`` (all of them when vmapped); keep signs continuous, warm-start."""
         t0 = time.perf_counter()
-        vmapped = jax.default_backend() != "cpu" if self.config.vmap_solves is None else self.config.vmap_solves
+        cfg = self.config
+        settings = (cfg.k, cfg.num_iter, cfg.bottom)  # all a probe depends on: one compilation for them
+        vmapped = jax.default_backend() != "cpu" if cfg.vmap_solves is None else cfg.vmap_solves
         if vmapped and self.R > 1:
-            lam, U, proj, low = _probe_vmapped(self.objective, self.config, self.params, self.v0)
+            lam, U, proj, low = _probe_vmapped(self.objective, settings, self.params, self.v0)
         else:
-            outs = [_probe(self.objective, self.config, jax.tree_util.tree_map(lambda a: a[r], self.params),
+            outs = [_probe(self.objective, settings, jax.tree_util.tree_map(lambda a: a[r], self.params),
                            self.v0[r]) if record[r] else None for r in range(self.R)]
             blank = next(o for o in outs if o is not None)
             lam, U, proj, low = (jnp.stack(p) for p in zip(*(o or blank for o in outs)))
@@ -426,8 +438,8 @@ class _Loop:
         """One compiled chunk from step ``n0``; note where runs stopped."""
         t0 = time.perf_counter()
         self.params, self.state, self.done, recs = _chunk(
-            self.objective, self.optimizer, self.config, self.hyper, self.params, self.state, self.done,
-            self.limit, self.U[:, :, 0], jnp.asarray(n0))
+            self.objective, self.optimizer, self.chunk_config, self.hyper, self.params, self.state, self.done,
+            self.limit, self.U[:, :, 0], jnp.asarray(n0), jnp.asarray(self.config.steps))
         recs = jax.tree_util.tree_map(np.asarray, recs)
         self.timing[0] += time.perf_counter() - t0
         self.steps.append(recs)

@@ -140,7 +140,8 @@ def test_last_chunk_computes_only_the_steps_asked_for(steps, eig_every):
 
 def test_one_compilation_serves_calls_of_the_same_structure():
     """The objective and the network are data: a second call with other data of the same shapes, other
-    learning rates and another start traces nothing again (a Python side effect counts the traces)."""
+    learning rates, another start and another number of steps traces nothing again (a Python side effect
+    counts the traces)."""
     traces = []
 
     def gd(h):
@@ -153,8 +154,9 @@ def test_one_compilation_serves_calls_of_the_same_structure():
     first = len(traces)
     assert first > 0
     other, params2 = tiny(3, n=10, sizes=(3, 4, 2))
-    rec = training.train(other, params2, gd, config, hyperparams=jnp.array([0.3, 0.05]))
-    assert len(traces) == first and rec.loss.shape == (2, 6)
+    longer = training.TrainConfig(steps=8, eig_every=3, k=1, num_iter=4)
+    rec = training.train(other, params2, gd, longer, hyperparams=jnp.array([0.3, 0.05]))
+    assert len(traces) == first and rec.loss.shape == (2, 9)
     assert models.mlp_apply("tanh") == models.mlp_apply("tanh")
 
 
