@@ -332,11 +332,15 @@ def grade_folder(folder: str | Path, out: str | Path, *, root: str | Path | None
            "hide": [str(p) for p in _hidden_folders(root, folder, out, candidates)]}
 
     def one(path: Path) -> list[QuestionResult]:
+        start = time.monotonic()
         try:
             found = match_assignment(read_submission(path), candidates, path.name)
         except (ValueError, OSError) as err:
             return [QuestionResult(path.name, "?", "?", 0, 0, "not-graded", str(err))]
-        return _grade_in_worker(path, found, job, timeout)
+        rows = _grade_in_worker(path, found, job, timeout)
+        print(f"graded {path.name} ({found.name}): {sum(r.score for r in rows):g}/{found.max_points:g} "
+              f"in {time.monotonic() - start:.0f} s", flush=True)
+        return rows
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         rows = [row for rows in pool.map(one, submissions) for row in rows]
