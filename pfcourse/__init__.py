@@ -8,6 +8,9 @@ The package behind the course book. Core mathematics (no plotting, no data):
 - :mod:`pfcourse.symbolic`: backward error analysis of explicit Euler in SymPy.
 - :mod:`pfcourse.landscapes`: the toy losses the chapters use.
 
+Training (uses the core): :mod:`pfcourse.training`, the one training loop: any optax optimiser, the
+top of the Hessian's spectrum tracked on a schedule (chapters 6-8).
+
 Experiments (use the core): :mod:`pfcourse.data` (digits, CIFAR-10), :mod:`pfcourse.models`
 (MLPs and losses), :mod:`pfcourse.eos` (full-batch GD with sharpness tracking, chapter 6),
 :mod:`pfcourse.dal` (drift-adjusted learning rates as an optax transformation, chapter 7),
