@@ -1,47 +1,67 @@
 #!/usr/bin/env python3
-"""Benchmark: pfcourse.eos against a PyTorch reference of Cohen et al.'s method, and sharpness alone.
+"""Benchmark: pfcourse against a faithful PyTorch reference of Cohen et al.'s code, and sharpness alone.
 
 Part 1 (``--part training``): the edge-of-stability workload of Cohen et al. (ICLR 2021): fc-tanh
-(3072-200-200-10), square loss, full-batch GD with h = 0.01, the train loss every step and the top-2
-Hessian eigenvalues every 50 steps, on synthetic CIFAR-shaped data (standard normal inputs, labels
-of a random linear teacher; the content does not change the cost). Both implementations start from
-the same parameters and run in one process, one after the other; the table gives times, the ratio,
-and the FLOP floor of the GD steps. Configurations:
+(3072-200-200-10), square loss, full-batch GD with h = 0.01, the train loss and accuracy every step
+and the top-2 Hessian eigenvalues every 50 steps, on synthetic CIFAR-shaped data
+(``pfcourse.data.load_synthetic_cifar``: the content does not change the cost), both programs from
+the same start. The two programs run as whole processes, as a user runs them (interpreter start,
+imports, data, compilation, the run), alternating, for ``--rounds`` rounds:
 
-- ``cpu-small``: 1,000 examples, 100 steps, 3 eigen-solves (a few minutes on 2 cores);
+- the reference: ``torch_reference.py``, which reproduces the authors' ``src/gd.py`` and
+  ``src/utilities.py`` (float32 ARPACK ``eigsh(which='LM')`` on their HVP operator, the loss and
+  accuracy by a separate pass every step; ``--test`` adds their per-step test-set evaluation);
+- pfcourse: ``eos.gd_edge_of_stability`` in a fresh process, twice: once with an empty persistent
+  compilation cache (what a first run costs) and once with the cache that run filled (every later
+  run of the same shapes).
+
+Each child runs the workload twice in a row (``--child-runs``); "whole process" is the time from the
+parent's spawn to the end of the first run, "warm" the second run (same work, compiled). The table
+gives the median and range over rounds of each, two ratios (whole process and warm; the range is
+over rounds), the agreement of the two programs, and the FLOP floor of the GD steps: the time their
+matrix products take alone, each timed at its own shape by a JAX matmul measured quietly before the
+rounds start. Configurations:
+
+- ``cpu-small``: 1,000 examples, 100 steps, 3 eigen-solves (about 6 minutes a round trio on 2 cores);
 - ``gpu-full``: 5,000 examples (the paper's CIFAR-10 subset size), 1,000 steps, 21 eigen-solves;
 - ``tiny``: a smoke test (seconds).
 
 Part 2 (``--part sharpness``): the sharpness at one point near the edge of stability (500 digits,
 64-32-32-10 tanh, float64, after 400 steps at h = 0.5) by dense ``eigh`` (exact), Lanczos with
-10-80 iterations, power iteration with 20-500 iterations, and SciPy's ``eigsh`` on the same HVPs:
-time against relative error.
+10-80 iterations, power iteration with 20-500 iterations, and SciPy's ``eigsh`` on the same HVPs.
 
-Precision: float32 for part 1. On GPUs JAX's default matmul precision uses TF32 tensor cores and
-PyTorch's default (``torch.backends.cuda.matmul.allow_tf32 = False``) does not, so by default both
-run in true float32 (``--precision highest``); ``--tf32`` runs both with TF32 instead. The table
-states what ran.
+Part 3 (``--part cli``): ``python -m pfcourse eos --dataset digits --steps 100`` without the
+compilation cache, with an empty one and with a filled one, alternating, ``--rounds`` rounds.
 
-    .venv/bin/pip install -r benchmarks/requirements.txt     # torch, for the reference only
-    .venv/bin/python benchmarks/eos_benchmark.py --config cpu-small
-    .venv/bin/python benchmarks/eos_benchmark.py --part sharpness
+Precision: float32 for part 1, true float32 on GPUs (JAX matmul precision ``highest``, torch
+``allow_tf32=False``).
+
+    pip install -r benchmarks/requirements.txt     # torch, for the reference (or a separate venv)
+    .venv/bin/python benchmarks/eos_benchmark.py --part training --rounds 3 --reference-python /work/venv-bench/bin/python
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 import time
+
+START = time.time()  # a child's own record of its start (before numpy, jax or pfcourse load)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 
 # OpenMP threads that busy-wait make PyTorch on a shared CPU many times slower (measured here: a
 # 200x3072 @ 3072x32 matmul takes 24 ms instead of 1.1 ms with 2 threads on a loaded 2-core
-# machine). Passive waiting is set before torch loads; pass --omp-active to keep OpenMP's default.
+# machine). Passive waiting is set before torch loads (children inherit it); --omp-active keeps
+# OpenMP's default.
 if "--omp-active" not in sys.argv:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
     "tiny": dict(n=200, hidden=[32, 32], steps=20, eig_every=10, k=2, lr=0.01, num_iter=20),
     "cpu-small": dict(n=1000, hidden=[200, 200], steps=100, eig_every=50, k=2, lr=0.01, num_iter=20),
@@ -59,7 +79,7 @@ PEAKS = {
 
 
 def mlp_flops(n: int, sizes: list[int]) -> dict:
-    """FLOPs of one full-batch gradient of an MLP and of the reference's extra loss pass.
+    """FLOPs of one full-batch gradient of an MLP, of one HVP, and the gradient's matmul shapes.
 
     With ``L_l = 2 n d_in d_out`` the cost of layer l's matrix product: forward ``sum L_l``;
     backward: the weight gradients ``sum L_l`` and, for every layer but the first, the gradient
@@ -68,161 +88,223 @@ def mlp_flops(n: int, sizes: list[int]) -> dict:
     tangent through both passes: the first layer has a constant input, so ``x dW_1`` and
     ``x^T d(delta_1)``, ``2 L_1``; every other layer has two products per product of the gradient,
     ``6 L_l``. Element-wise work (tanh, biases, the loss) is O(n * widths), negligible, not counted.
+    ``shapes`` lists the gradient's products as ``(m, k, n)`` for ``(m, k) @ (k, n)``.
     """
     layer = [2 * n * a * b for a, b in zip(sizes[:-1], sizes[1:])]
     forward = sum(layer)
     backward = sum(layer) + sum(layer[1:])
-    return dict(forward=forward, gradient=forward + backward, hvp=2 * layer[0] + 6 * sum(layer[1:]))
+    shapes = [(n, a, b) for a, b in zip(sizes[:-1], sizes[1:])]  # forward: X W
+    shapes += [(a, n, b) for a, b in zip(sizes[:-1], sizes[1:])]  # weight gradients: X^T G
+    shapes += [(n, b, a) for a, b in list(zip(sizes[:-1], sizes[1:]))[1:]]  # input gradients: G W^T
+    return dict(forward=forward, gradient=forward + backward, hvp=2 * layer[0] + 6 * sum(layer[1:]), shapes=shapes)
 
 
-def synthetic_cifar(n: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 3072)).astype(np.float32)
-    teacher = rng.standard_normal((3072, 10)).astype(np.float32)
-    labels = np.argmax(x @ teacher, axis=1).astype(np.int32)
-    y = np.eye(10, dtype=np.float32)[labels]
-    return x, y, labels
+# --------------------------------------------------------------------------- children (one process each)
 
 
-def measured_matmul_peak(dtype="float32", size=2048, reps=5) -> float:
-    """FLOP/s of a square float32 matmul in JAX at the current matmul precision (a practical peak)."""
+def child_prepare(cfg: dict, out: str) -> None:
+    """The workload's data and start, for the reference (pfcourse's child makes its own, identically)."""
     import jax
     import jax.numpy as jnp
 
-    a = jnp.ones((size, size), dtype) / size
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    best = np.inf
-    for _ in range(reps):
+    from pfcourse import data, models
+
+    ds = data.load_synthetic_cifar(cfg["n"], n_test=1000, seed=0, dtype=np.float32)
+    params = models.init_mlp(jax.random.key(0), [3072, *cfg["hidden"], 10], "tanh", dtype=jnp.float32)
+    layers = {f"{name}{i}": np.asarray(p[name]) for i, p in enumerate(params) for name in ("w", "b")}
+    np.savez(out, x=ds.x_train, y=ds.y_train, labels=ds.labels_train, x_test=ds.x_test, y_test=ds.y_test, **layers)
+
+
+def child_peak(cfg: dict, out: str, reps: int = 7) -> None:
+    """Best time of each of the gradient's matmuls at its own shape (JAX, float32, precision highest)."""
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    fl = mlp_flops(cfg["n"], [3072, *cfg["hidden"], 10])
+    f = jax.jit(lambda a, b: a @ b)
+    rows = []
+    for m, k, n in fl["shapes"]:
+        a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+        f(a, b).block_until_ready()
+        best = np.inf
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            f(a, b).block_until_ready()
+            best = min(best, time.perf_counter() - t0)
+        rows.append(dict(shape=[m, k, n], seconds=best, flops=2 * m * k * n))
+    dev = jax.devices()[0]
+    with open(out, "w") as fh:
+        json.dump(dict(rows=rows, device=getattr(dev, "device_kind", str(dev)), backend=jax.default_backend()), fh)
+
+
+def child_pfcourse(cfg: dict, out: str, runs: int, cache: str | None) -> None:
+    """pfcourse as a user runs it: import, data, model, ``gd_edge_of_stability`` (``runs`` times)."""
+    if cache:
+        from pfcourse._cache import enable_compilation_cache
+
+        enable_compilation_cache(cache)
+    import jax
+    import jax.numpy as jnp
+
+    from pfcourse import data, eos, models
+
+    imported = time.time()
+    jax.config.update("jax_default_matmul_precision", "highest")
+    ds = data.load_synthetic_cifar(cfg["n"], n_test=1000, seed=0, dtype=np.float32)
+    params = models.init_mlp(jax.random.key(0), [3072, *cfg["hidden"], 10], "tanh", dtype=jnp.float32)
+    result = []
+    for _ in range(runs):
         t0 = time.perf_counter()
-        f(a).block_until_ready()
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best
+        hist = eos.gd_edge_of_stability(models.mlp_apply("tanh"), params, ds.x_train, ds.y_train, cfg["lr"],
+                                        labels=ds.labels_train, steps=cfg["steps"], eig_every=cfg["eig_every"],
+                                        k=cfg["k"], num_iter=cfg["num_iter"], progress=False)
+        c = hist.config
+        run = hist.run(0)
+        hvps = c.get("lanczos_iterations", c["eigen_solves"] * c["num_iter"])
+        result.append(dict(total=time.perf_counter() - t0, gd=c["time_gd_s"], eig=c["time_eig_s"],
+                           solves=c["eigen_solves"], hvps=int(np.sum(hvps)), loss=np.asarray(run["loss"]).tolist(),
+                           eigenvalues=np.asarray(run["eigenvalues"]).tolist(), end=time.time()))
+    with open(out, "w") as fh:
+        json.dump(dict(start=START, imported=imported, jax=jax.__version__, backend=jax.default_backend(),
+                       runs=result), fh)
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def spawn(cmd: list[str], out: str, timeout: float) -> dict:
+    """Run one child; its JSON plus ``spawned`` (the parent's clock at the start) and ``exited``."""
+    t0 = time.time()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    exited = time.time()
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    with open(out) as fh:
+        info = json.load(fh)
+    return dict(info, spawned=t0, exited=exited)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def summarise(child: dict) -> dict:
+    """Whole process (spawn to the end of the first run), import, warm run and its parts."""
+    runs = child["runs"]
+    warm = runs[-1]
+    return dict(whole=runs[0]["end"] - child["spawned"], imported=child["imported"] - child["spawned"],
+                first=runs[0]["total"], warm=warm["total"], gd=warm["gd"], eig=warm["eig"],
+                hvps=int(np.sum(warm["hvps"])), solves=len(warm["eigenvalues"]), loss=warm["loss"],
+                eigenvalues=warm["eigenvalues"])
+
+
+def run_rounds(cfg: dict, args, work: str) -> dict:
+    """Alternate the programs for ``args.rounds`` rounds; the order flips every round."""
+    me = [sys.executable, os.path.abspath(__file__), "--config", args.config_name]
+    programs = {}
+    if not args.skip_reference:
+        ref_cmd = [args.reference_python, os.path.join(HERE, "torch_reference.py"), "--data",
+                   os.path.join(work, "workload.npz"), "--steps", str(cfg["steps"]), "--eig-every",
+                   str(cfg["eig_every"]), "--k", str(cfg["k"]), "--lr", str(cfg["lr"]), "--runs",
+                   str(args.child_runs), "--json", os.path.join(work, "ref.json")]
+        programs["reference"] = (ref_cmd + (["--test"] if args.test else []), os.path.join(work, "ref.json"))
+    pf = me + ["--child", "pfcourse", "--child-runs", str(args.child_runs), "--out", os.path.join(work, "pf.json")]
+    results = {name: [] for name in ("reference", "pfcourse, empty cache", "pfcourse, filled cache")}
+    for r in range(args.rounds):
+        cache = os.path.join(work, f"jax-cache-{r}")
+        order = [("pfcourse, empty cache", pf + ["--compile-cache", cache]),
+                 ("pfcourse, filled cache", pf + ["--compile-cache", cache])]
+        if programs:
+            order = [("reference", programs["reference"][0])] + order if r % 2 == 0 else order + [
+                ("reference", programs["reference"][0])]
+        for name, cmd in order:
+            out = programs["reference"][1] if name == "reference" else os.path.join(work, "pf.json")
+            before = load_average()
+            res = summarise(spawn(cmd, out, args.timeout))
+            res["load"] = (before, load_average())
+            results[name].append(res)
+            print(f"  round {r + 1}: {name:24} whole {res['whole']:7.2f} s, warm {res['warm']:7.2f} s "
+                  f"(load {before} -> {res['load'][1]})", flush=True)
+    return {k: v for k, v in results.items() if v}
+
+
+def med_range(values, fmt="{:.2f}") -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{fmt.format(np.median(v))} ({fmt.format(v.min())}-{fmt.format(v.max())})"
+
+
+def print_training(cfg: dict, res: dict, peak: dict, args) -> dict:
+    """The table: medians and ranges over rounds, the two ratios, the FLOP floor, the agreement."""
+    sizes = [3072, *cfg["hidden"], 10]
+    fl, steps = mlp_flops(cfg["n"], sizes), cfg["steps"]
+    floor_grad = sum(r["seconds"] for r in peak["rows"])  # one gradient's matmuls, each at its quiet best
+    peak_flops = sum(r["flops"] for r in peak["rows"]) / floor_grad
+    print(f"\nworkload: synthetic CIFAR-shaped data, n = {cfg['n']}, fc-tanh {'-'.join(map(str, sizes))}, square loss, "
+          f"h = {cfg['lr']}, {steps} steps (losses at 0..{steps}), top-{cfg['k']} eigenvalues every {cfg['eig_every']} "
+          f"steps; {args.rounds} rounds, programs alternating, each a whole process; pfcourse Lanczos "
+          f"{cfg['num_iter']} iterations a solve; reference {'with' if args.test else 'without'} test-set evaluation")
+    names = list(res)
+    print(f"{'':32}" + "".join(f"{n:>26}" for n in names))
+    rows = [("whole process [s]", lambda r: r["whole"]), ("  of which start + imports [s]", lambda r: r["imported"]),
+            ("first run, in process [s]", lambda r: r["first"]), ("warm run [s]", lambda r: r["warm"]),
+            ("  GD steps incl. loss [s]", lambda r: r["gd"]), ("  eigen-solves [s]", lambda r: r["eig"])]
+    for label, get in rows:
+        print(f"{label:32}" + "".join(f"{med_range([get(r) for r in res[n]]):>26}" for n in names))
+    print(f"{'  solves / HVPs':32}" + "".join(f"{str(res[n][-1]['solves']) + ' / ' + str(res[n][-1]['hvps']):>26}"
+                                               for n in names))
+    gd_rate = lambda r, extra: (steps + 1) * (fl["gradient"] + extra) / r["gd"] / 1e9  # noqa: E731
+    hvp_rate = lambda r: r["hvps"] * fl["hvp"] / r["eig"] / 1e9  # noqa: E731
+    print(f"{'  GD / HVP GFLOP/s (warm)':32}" + "".join(
+        f"{med_range([gd_rate(r, fl['forward'] if n == 'reference' else 0) for r in res[n]], '{:.0f}')} / "
+        f"{np.median([hvp_rate(r) for r in res[n]]):.0f}".rjust(26) for n in names))
+    summary = {}
+    if "reference" in res:
+        for n in names[1:]:
+            whole = [a["whole"] / b["whole"] for a, b in zip(res["reference"], res[n])]
+            summary[f"whole process, {n}"] = whole
+        summary["warm (same work, compiled)"] = [a["warm"] / b["warm"] for a, b in
+                                                 zip(res["reference"], res[names[1]])]
+        print("ratio, reference time / pfcourse time, median (range) over rounds:")
+        for label, v in summary.items():
+            print(f"  {label:40} {med_range(v)}x")
+    floor = (steps + 1) * floor_grad
+    pf = res[names[1]] + res.get(names[2], [])
+    print(f"FLOP floor of the {steps + 1} gradients: their matmuls, each timed alone at its shape before the rounds "
+          f"(load {peak['load']}): {1e3 * floor_grad:.2f} ms a gradient ({fl['gradient'] / 1e9:.2f} GFLOP, "
+          f"{peak_flops / 1e12:.3f} TFLOP/s), {floor:.3f} s in all; pfcourse's GD steps take "
+          f"{med_range([r['gd'] / floor for r in pf])}x the floor"
+          + (f", the reference's {med_range([r['gd'] / floor for r in res['reference']])}x" if "reference" in res else ""))
+    lz = [hvp_rate(r) / gd_rate(r, 0) for r in pf]
+    print(f"pfcourse's Lanczos phase runs at {med_range(lz, '{:.0%}')} of its GD phase's GFLOP/s "
+          f"(HVP {fl['hvp'] / 1e9:.2f} GFLOP; Lanczos' own vector work not counted)")
+    if "reference" in res:
+        a, b = res["reference"][-1], pf[-1]
+        n = min(len(a["loss"]), len(b["loss"]))
+        rel = np.max(np.abs(np.subtract(a["loss"][:n], b["loss"][:n])) / np.abs(a["loss"][:n]))
+        m = min(len(a["eigenvalues"]), len(b["eigenvalues"]))
+        lam_a, lam_b = np.asarray(a["eigenvalues"][:m]), np.asarray(b["eigenvalues"][:m])
+        print(f"agreement: per-step loss to {rel:.1e} (relative), eigenvalues to "
+              f"{np.max(np.abs(lam_a - lam_b) / np.abs(lam_a)):.1e}; last solve: reference "
+              f"{', '.join(f'{v:.4f}' for v in lam_a[-1])}, pfcourse {', '.join(f'{v:.4f}' for v in lam_b[-1])}")
+    return dict(ratios=summary, floor_per_gradient_s=floor_grad, peak_flops=peak_flops, lanczos_over_gd=lz)
 
 
 def run_training(cfg: dict, args) -> dict:
-    import jax
-
-    jax.config.update("jax_default_matmul_precision", "default" if args.tf32 else "highest")
-    import jax.numpy as jnp
-
-    from pfcourse import eos, models
-
-    x, y, labels = synthetic_cifar(cfg["n"])
-    sizes = [3072, *cfg["hidden"], 10]
-    params0 = models.init_mlp(jax.random.key(0), sizes, "tanh", dtype=jnp.float32)
-    D = models.num_params(params0)
-    apply = models.mlp_apply("tanh")
-    flops = mlp_flops(cfg["n"], sizes)
-    backend = jax.default_backend()
-    device = jax.devices()[0]
-    kw = dict(labels=labels, eig_every=cfg["eig_every"], k=cfg["k"], num_iter=cfg["num_iter"], progress=False)
-
-    # ---- pfcourse: compile once (cached per model and setting), then the timed run
-    t0 = time.perf_counter()
-    eos.gd_edge_of_stability(apply, params0, x, y, cfg["lr"], steps=cfg["eig_every"], **kw)
-    t_compile = time.perf_counter() - t0
-    best = None
-    for _ in range(args.repeat):  # best of `repeat` (the machine may be shared)
-        t0 = time.perf_counter()
-        hist = eos.gd_edge_of_stability(apply, params0, x, y, cfg["lr"], steps=cfg["steps"], **kw)
-        t_run = time.perf_counter() - t0
-        if best is None or t_run < best[0]:
-            best = (t_run, hist)
-    t_pf, hist = best
-    pf = dict(total=t_pf, gd=hist.config["time_gd_s"], eig=hist.config["time_eig_s"],
-              solves=hist.config["eigen_solves"], hvps=hist.config["eigen_solves"] * cfg["num_iter"],
-              compile=t_compile, loss=hist.loss[0],
-              lam=hist.run(0)["eigenvalues"], eig_step=hist.run(0)["eig_step"])
-
-    # ---- the PyTorch reference, same data, same initial parameters
-    ref = None
-    if not args.skip_reference:
-        import torch
-
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        import torch_reference as tr
-
-        torch.manual_seed(0)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        tdev = "cuda" if (backend == "gpu" and torch.cuda.is_available()) else "cpu"
-        torch.backends.cuda.matmul.allow_tf32 = bool(args.tf32)
-        torch.backends.cudnn.allow_tf32 = bool(args.tf32)
-        net = tr.fc_net(sizes).to(tdev)
-        tr.load_jax_params(net, params0)
-        X, Y, L = (torch.as_tensor(a, device=tdev) for a in (x, y, labels.astype(np.int64)))
-        sync = torch.cuda.synchronize if tdev == "cuda" else (lambda: None)
-        best = None
-        for _ in range(args.repeat):
-            tr.load_jax_params(net, params0)
-            t0 = time.perf_counter()
-            out = tr.train(net, X, Y, L, cfg["lr"], cfg["steps"], cfg["eig_every"], cfg["k"], batch=1000, sync=sync)
-            t_run = time.perf_counter() - t0
-            if best is None or t_run < best[0]:
-                best = (t_run, out)
-        t_ref, out = best
-        ref = dict(total=t_ref, gd=out["time_gd"], eig=out["time_eig"],
-                   solves=len(out["eig_step"]), hvps=int(out["hvps"].sum()), loss=out["loss"],
-                   lam=out["eigenvalues"], eig_step=out["eig_step"], device=tdev,
-                   threads=torch.get_num_threads(), version=torch.__version__)
-
-    peak_measured = measured_matmul_peak()
-    kind = getattr(device, "device_kind", str(device))
-    peak_spec = next((v[1 if args.tf32 else 0] for k, v in PEAKS.items() if k in kind), None)
-    return dict(cfg=cfg, sizes=sizes, D=D, flops=flops, backend=backend, device=kind, pf=pf, ref=ref,
-                peak_measured=peak_measured, peak_spec=peak_spec, tf32=bool(args.tf32), repeat=args.repeat,
-                jax_version=jax.__version__)
-
-
-def print_training(res: dict) -> None:
-    cfg, pf, ref, fl = res["cfg"], res["pf"], res["ref"], res["flops"]
-    steps = cfg["steps"]
-    print(f"\nworkload: synthetic CIFAR-shaped data, n = {cfg['n']}, fc-tanh {'-'.join(map(str, res['sizes']))} "
-          f"(D = {res['D']:,}), square loss, h = {cfg['lr']}, {steps} steps, loss every step, "
-          f"top-{cfg['k']} eigenvalues every {cfg['eig_every']} steps")
-    prec = ("TF32 matmuls (JAX default precision; torch allow_tf32=True)" if res["tf32"] else
-            "float32 (JAX matmul precision 'highest'; torch allow_tf32=False)")
-    print(f"device: {res['backend']} ({res['device']}), precision: {prec}; jax {res['jax_version']}"
-          + (f", torch {ref['version']} on {ref['device']} ({ref['threads']} threads, "
-             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')})" if ref else ""))
-    per_hvp = lambda r: r["eig"] / max(r["hvps"], 1)  # noqa: E731
-    rows = [  # (label, formatted value, number whose reference/pfcourse ratio is shown)
-        ("total time [s]", lambda r: f"{r['total']:.2f}", lambda r: r["total"]),
-        ("  GD steps incl. loss [s]", lambda r: f"{r['gd']:.2f}", lambda r: r["gd"]),
-        ("  per step [ms]", lambda r: f"{1e3 * r['gd'] / (steps + 1):.2f}", lambda r: r["gd"]),
-        ("  eigen-solves [s]", lambda r: f"{r['eig']:.2f}", lambda r: r["eig"]),
-        ("  solves / HVPs", lambda r: f"{r['solves']} / {r['hvps']}", None),
-        ("  per HVP [ms]", lambda r: f"{1e3 * per_hvp(r):.1f}", per_hvp),
-        ("  GD / HVP throughput [GFLOP/s]", lambda r: f"{fl['gradient'] * (steps + 1) / r['gd'] / 1e9:.0f} / "
-                                                      f"{fl['hvp'] / per_hvp(r) / 1e9:.0f}", None),
-        ("lambda_0, lambda_1 at last solve", lambda r: ", ".join(f"{v:.4f}" for v in np.asarray(r["lam"])[-1]), None),
-        ("final train loss", lambda r: f"{np.asarray(r['loss'])[-1]:.6f}", None),
-    ]
-    w = 34
-    print(f"{'':{w}} {'PyTorch reference':>18} {'pfcourse':>12} {'ratio':>8}")
-    for name, fmt, value in rows:
-        a = fmt(ref) if ref else "-"
-        ratio = f"{value(ref) / value(pf):.2f}x" if (ref and value) else ""
-        print(f"{name:{w}} {a:>18} {fmt(pf):>12} {ratio:>8}")
-    if ref:
-        n = min(len(ref["loss"]), len(pf["loss"]))
-        rel = np.max(np.abs(ref["loss"][:n] - pf["loss"][:n]) / np.abs(ref["loss"][:n]))
-        lam_rel = np.max(np.abs(np.asarray(ref["lam"]) - np.asarray(pf["lam"])) / np.abs(np.asarray(ref["lam"])))
-        print(f"agreement: max relative difference of the per-step loss {rel:.1e}, of the eigenvalues {lam_rel:.1e}")
-    floor_steps = (steps + 1) * fl["gradient"]
-    print(f"FLOPs: {fl['gradient'] / 1e9:.2f} GFLOP per gradient (forward {fl['forward'] / 1e9:.2f}); "
-          f"the reference also runs a separate forward pass for the loss ({(fl['gradient'] + fl['forward']) / 1e9:.2f} "
-          f"GFLOP per step); one HVP {fl['hvp'] / 1e9:.2f} GFLOP (throughputs above count these minimal FLOPs)")
-    peaks = [("measured float32 matmul", res["peak_measured"])]
-    if res["peak_spec"]:
-        peaks.append(("data-sheet peak", res["peak_spec"]))
-    for label, peak in peaks:
-        floor = floor_steps / peak
-        print(f"FLOP floor of the GD steps at the {label} ({peak / 1e12:.2f} TFLOP/s): {floor:.3f} s; "
-              f"pfcourse's GD steps take {pf['gd'] / floor:.2f}x the floor"
-              + (f", the reference's {ref['gd'] / floor:.2f}x" if ref else ""))
-    print(f"(pfcourse compile time, not in the totals: {pf['compile']:.1f} s; best of {res['repeat']} run(s) each)")
+    with tempfile.TemporaryDirectory() as work:
+        me = [sys.executable, os.path.abspath(__file__), "--config", args.config_name]
+        subprocess.run(me + ["--child", "prepare", "--out", os.path.join(work, "workload.npz")], check=True)
+        load = load_average()
+        subprocess.run(me + ["--child", "peak", "--out", os.path.join(work, "peak.json")], check=True)
+        with open(os.path.join(work, "peak.json")) as fh:
+            peak = dict(json.load(fh), load=f"{load} -> {load_average()}")
+        print(f"quiet matmul peak measured (load {peak['load']}); rounds:", flush=True)
+        res = run_rounds(cfg, args, work)
+    out = print_training(cfg, res, peak, args)
+    return dict(cfg=cfg, peak=peak, rounds=res, **out)
 
 
 def run_sharpness(args) -> list[dict]:
@@ -294,35 +376,59 @@ def run_sharpness(args) -> list[dict]:
     return rows
 
 
+def run_cli(args) -> dict:
+    """``python -m pfcourse eos --dataset digits --steps 100``: no cache, empty cache, filled cache."""
+    base = [sys.executable, "-m", "pfcourse", "eos", "--dataset", "digits", "--steps", "100", "--lr", "0.2",
+            "--quiet", "--no-plot"]
+    times = {"no compilation cache": [], "empty cache (first run)": [], "filled cache": []}
+    with tempfile.TemporaryDirectory() as work:
+        for r in range(args.rounds):
+            cache = os.path.join(work, f"cache-{r}")
+            for name, extra in (("no compilation cache", ["--no-compile-cache"]),
+                                ("empty cache (first run)", ["--compile-cache", cache]),
+                                ("filled cache", ["--compile-cache", cache])):
+                t0 = time.perf_counter()
+                subprocess.run(base + extra + ["--out", os.path.join(work, "out")], check=True, capture_output=True)
+                times[name].append(time.perf_counter() - t0)
+    print(f"\n{' '.join(base[1:])} (load {load_average()}), median (range) over {args.rounds} rounds:")
+    for name, v in times.items():
+        print(f"  {name:26} {med_range(v)} s")
+    return times
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", choices=tuple(CONFIGS), default=None,
                    help="default: gpu-full on a GPU, cpu-small otherwise")
-    p.add_argument("--part", choices=("training", "sharpness", "both"), default="both")
-    p.add_argument("--steps", type=int, default=None, help="override the configuration's steps")
-    p.add_argument("--tf32", action="store_true", help="TF32 matmuls in both implementations (GPU)")
+    p.add_argument("--part", choices=("training", "sharpness", "cli", "all"), default="training")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of alternating whole-process runs")
+    p.add_argument("--child-runs", type=int, default=2, help="runs inside each child: the last is the warm one")
+    p.add_argument("--reference-python", default=sys.executable, help="the interpreter with torch for the reference")
     p.add_argument("--skip-reference", action="store_true", help="time pfcourse only (no torch needed)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--repeat", type=int, default=1, help="time each implementation this many times, keep the best")
+    p.add_argument("--test", action="store_true", help="the reference also evaluates 1,000 test examples every step")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed for one child")
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     p.add_argument("--omp-active", action="store_true", help="keep OpenMP's busy-waiting (idle machines)")
+    p.add_argument("--child", choices=("prepare", "peak", "pfcourse"), default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--compile-cache", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    results = {}
-    if args.part in ("training", "both"):
+    if args.config is None:
         import jax
 
-        name = args.config or ("gpu-full" if jax.default_backend() == "gpu" else "cpu-small")
-        cfg = dict(CONFIGS[name])
-        if args.steps:
-            cfg["steps"] = args.steps
-        print(f"configuration {name}: {cfg}")
-        res = run_training(cfg, args)
-        print_training(res)
-        results["training"] = {k: v for k, v in res.items() if k not in ("pf", "ref")}
-        results["training"]["pf"] = {k: v for k, v in res["pf"].items() if k not in ("loss", "lam", "eig_step")}
-        if res["ref"]:
-            results["training"]["ref"] = {k: v for k, v in res["ref"].items() if k not in ("loss", "lam", "eig_step")}
-    if args.part in ("sharpness", "both"):
+        args.config = "gpu-full" if jax.default_backend() == "gpu" else "cpu-small"
+    args.config_name, cfg = args.config, dict(CONFIGS[args.config])
+    if args.child:
+        {"prepare": lambda: child_prepare(cfg, args.out), "peak": lambda: child_peak(cfg, args.out),
+         "pfcourse": lambda: child_pfcourse(cfg, args.out, args.child_runs, args.compile_cache)}[args.child]()
+        return 0
+    results = {}
+    if args.part in ("training", "all"):
+        print(f"configuration {args.config}: {cfg}")
+        results["training"] = run_training(cfg, args)
+    if args.part in ("cli", "all"):
+        results["cli"] = run_cli(args)
+    if args.part in ("sharpness", "all"):
         results["sharpness"] = run_sharpness(args)
     if args.json:
         with open(args.json, "w") as f:
