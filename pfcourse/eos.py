@@ -395,35 +395,18 @@ def _bytes_per_run(n, widths, D, k, num_iter, itemsize, chunk):
 
 
 def gd_edge_of_stability(
-    apply: Callable,
-    params0: PyTree,
-    x,
-    y,
-    h: float | Sequence[float],
-    *,
-    labels=None,
-    loss: str = "square",
-    steps: int = 1000,
-    eig_every: int = 50,
-    k: int = 2,
-    num_iter: int = 20,
-    accuracy_goal: float | None = None,
-    divergence_factor: float = 1e3,
-    on_divergence: str = "raise",
-    chunk_size: int | None = None,
-    max_parallel: int | None = None,
-    key: jax.Array | None = None,
-    progress: bool = True,
-    callback: Callable[[dict], None] | None = None,
-    vmap_solves: bool | None = None,
+    apply: Callable, params0: PyTree, x, y, h: float | Sequence[float], *, labels=None, loss: str = "square",
+    steps: int = 1000, eig_every: int = 50, k: int = 2, num_iter: int = 20, accuracy_goal: float | None = None,
+    divergence_factor: float = 1e3, on_divergence: str = "raise", chunk_size: int | None = None,
+    max_parallel: int | None = None, key: jax.Array | None = None, progress: bool = True,
+    callback: Callable[[dict], None] | None = None, vmap_solves: bool | None = None,
 ) -> EoSHistory:
     r"""Full-batch gradient descent :math:`\theta_{n+1} = \theta_n - h\nabla E(\theta_n)` with the sharpness tracked.
 
-    Runs one or several learning rates from the same start through :func:`pfcourse.training.train`
-    with ``optax.sgd(h)``, recording what the module docstring lists. A run stops when its train
-    accuracy reaches ``accuracy_goal`` (the parameters are those at the step where it did), after
-    ``steps`` steps, or when it diverges: the loss is not finite, or exceeds ``divergence_factor``
-    times the initial loss.
+    Runs one or several learning rates from the same start through :func:`pfcourse.training.train` with
+    ``optax.sgd(h)``, recording what the module docstring lists. A run stops when its train accuracy
+    reaches ``accuracy_goal`` (its parameters are those of that step), after ``steps`` steps, or when it
+    diverges: the loss is not finite, or exceeds ``divergence_factor`` times the initial loss.
 
     Args:
         apply: ``apply(params, x) -> outputs`` (e.g. :func:`pfcourse.models.mlp_apply`).
@@ -432,70 +415,75 @@ def gd_edge_of_stability(
         h: a learning rate or a sequence of them.
         labels: integer labels for the accuracy (default: ``argmax`` of one-hot ``y``).
         loss: ``"square"`` or ``"cross_entropy"``.
-        steps: the most GD steps per run.
-        eig_every: steps between eigen-solves (each chunk runs as one compiled scan).
-        k: number of top eigenpairs (``k >= 1``).
-        num_iter: Lanczos iterations per solve (the Krylov dimension).
-        accuracy_goal: stop a run once its train accuracy is at least this (e.g. ``0.99``).
-        divergence_factor: a loss above this multiple of the initial loss counts as divergence.
+        steps, eig_every, k, num_iter, accuracy_goal, divergence_factor: as in
+            :class:`~pfcourse.training.TrainConfig` (most steps per run; steps between eigen-solves;
+            top eigenpairs; Lanczos iterations per solve; stop at this train accuracy; a loss above
+            this multiple of the initial loss counts as divergence).
         on_divergence: ``"raise"`` a :class:`~pfcourse.flows.DivergenceError` (after all runs
             finish), or ``"stop"`` the run and record why in ``status``.
         chunk_size: examples per chunk in the loss (bounds memory; see :func:`~pfcourse.models.full_batch_loss`).
         max_parallel: most learning rates run together under ``vmap`` (default: as many as a
             quarter of the device memory allows; ``1`` runs them one after the other).
-        key: PRNG key of the first Lanczos start vectors.
-        progress: show a ``tqdm`` bar.
+        key, progress: PRNG key of the first Lanczos start vectors; show a ``tqdm`` bar.
         callback: called after every chunk with a dict ``step, loss, accuracy, sharpness, h`` (NumPy).
-        vmap_solves: eigen-solves of the runs under ``vmap`` or one after the other (see
-            :class:`~pfcourse.training.TrainConfig`; default: by backend).
+        vmap_solves: eigen-solves under ``vmap`` or one run after the other (default: by backend).
 
-    Returns:
-        an :class:`EoSHistory`.
+    Returns: an :class:`EoSHistory`.
 
     Raises:
         ValueError: bad settings (non-positive ``h``, ``k > num_iter``, mismatched data ...).
         DivergenceError: with ``on_divergence="raise"``, naming the run, the step and the reason.
 
-    References:
-        Cohen et al., ICLR 2021 [cohen2021gradient]; Rosca et al., TMLR 2023 [rosca2023continuous].
+    References: Cohen et al., ICLR 2021 [cohen2021gradient]; Rosca et al., TMLR 2023 [rosca2023continuous].
 
     Book: chapter 6, §The experiment.
     """
-    hs = np.atleast_1d(np.asarray(h, dtype=np.float64))
-    if hs.ndim != 1 or hs.size == 0 or not np.all(np.isfinite(hs)) or np.any(hs <= 0):
-        raise ValueError(f"h must be a positive learning rate or a non-empty sequence of them, got {h!r}.")
+    hs = _learning_rates(h)
     config = training.TrainConfig(steps, eig_every, k, num_iter, accuracy_goal=accuracy_goal,
                                   divergence_factor=divergence_factor, vmap_solves=vmap_solves)
     if on_divergence not in ("raise", "stop"):
         raise ValueError(f"on_divergence must be 'raise' or 'stop', got {on_divergence!r}.")
     check_finite(params0, "params0")
     objective = _objective(apply, x, y, labels, loss, chunk_size)
-    flat0 = ravel_pytree(params0)[0]
-    D, dtype = flat0.shape[0], flat0.dtype
-    groups = _groups(hs, max_parallel, objective, params0, config)
     key = jax.random.key(0) if key is None else key
-    records = []
-    for gi, group in enumerate(groups):
-        report = None if callback is None else (
-            lambda r, group=group: callback(dict(step=r.step, h=group, loss=r.loss, accuracy=r.accuracy,
-                                                 sharpness=r.sharpness)))
-        records.append(training.train(objective, params0, optax.sgd, config, hyperparams=jnp.asarray(group, dtype),
-                                      key=jax.random.fold_in(key, gi), callback=report,
-                                      progress="GD (edge of stability)" if progress else False))
-    hist = _assemble(hs, records, dict(
-        h=[float(v) for v in hs], loss=loss, steps=steps, eig_every=eig_every, k=k, num_iter=min(num_iter, D),
-        accuracy_goal=accuracy_goal, divergence_factor=divergence_factor, num_params=D,
-        num_examples=int(objective.n), dtype=str(np.dtype(dtype)), backend=jax.default_backend(),
+    records = [_train_group(objective, params0, group, config, jax.random.fold_in(key, gi), progress, callback)
+               for gi, group in enumerate(_groups(hs, max_parallel, objective, params0, config))]
+    hist = _assemble(hs, records, _settings(hs, loss, config, objective, params0, records))
+    failed = [(hh, s) for hh, s in zip(hist.h, hist.status) if s.startswith("diverged")]
+    if failed and on_divergence == "raise":
+        raise DivergenceError("; ".join(f"GD with h = {hh:.4g} {s}" for hh, s in failed)
+                              + ". Lower h, or pass on_divergence='stop' to keep the records.")
+    return hist
+
+
+def _learning_rates(h) -> np.ndarray:
+    hs = np.atleast_1d(np.asarray(h, dtype=np.float64))
+    if hs.ndim != 1 or hs.size == 0 or not np.all(np.isfinite(hs)) or np.any(hs <= 0):
+        raise ValueError(f"h must be a positive learning rate or a non-empty sequence of them, got {h!r}.")
+    return hs
+
+
+def _train_group(objective, params0, hs, config, key, progress, callback) -> training.TrainRecord:
+    """The learning rates ``hs`` side by side: :func:`pfcourse.training.train` with ``optax.sgd``."""
+    report = None if callback is None else (lambda r: callback(dict(
+        step=r.step, h=hs, loss=r.loss, accuracy=r.accuracy, sharpness=r.sharpness)))
+    dtype = ravel_pytree(params0)[0].dtype
+    return training.train(objective, params0, optax.sgd, config, hyperparams=jnp.asarray(hs, dtype), key=key,
+                          callback=report, progress="GD (edge of stability)" if progress else False)
+
+
+def _settings(hs, loss, config, objective, params0, records) -> dict:
+    """The run's settings and timings as plain values (``EoSHistory.config``, saved to JSON)."""
+    flat0 = ravel_pytree(params0)[0]
+    return dict(
+        h=[float(v) for v in hs], loss=loss, steps=config.steps, eig_every=config.eig_every, k=config.k,
+        num_iter=min(config.num_iter, flat0.shape[0]), accuracy_goal=config.accuracy_goal,
+        divergence_factor=config.divergence_factor, num_params=int(flat0.shape[0]), num_examples=int(objective.n),
+        dtype=str(np.dtype(flat0.dtype)), backend=jax.default_backend(),
         matmul_precision=str(jax.config.jax_default_matmul_precision),
         time_gd_s=sum(r.time_steps_s for r in records), time_eig_s=sum(r.time_probes_s for r in records),
         eigen_solves=sum(r.probes for r in records),
-    ))
-    if on_divergence == "raise":
-        failed = [(hh, s) for hh, s in zip(hist.h, hist.status) if s.startswith("diverged")]
-        if failed:
-            raise DivergenceError("; ".join(f"GD with h = {hh:.4g} {s}" for hh, s in failed)
-                                  + ". Lower h, or pass on_divergence='stop' to keep the records.")
-    return hist
+    )
 
 
 def _objective(apply, x, y, labels, loss, chunk_size) -> models.FullBatchLoss:

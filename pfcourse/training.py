@@ -285,16 +285,10 @@ _probe_vmapped = eqx.filter_jit(lambda objective, settings, params, v0: jax.vmap
 
 
 def train(
-    objective: Callable[[PyTree], Any],
-    params: PyTree,
-    optimizer: optax.GradientTransformation | Callable[[Any], optax.GradientTransformation],
-    config: TrainConfig,
-    *,
-    hyperparams: PyTree | None = None,
-    batched: bool = False,
-    key: jax.Array | None = None,
-    progress: bool | str = False,
-    callback: Callable[[ChunkReport], None] | None = None,
+    objective: Callable[[PyTree], Any], params: PyTree,
+    optimizer: optax.GradientTransformation | Callable[[Any], optax.GradientTransformation], config: TrainConfig,
+    *, hyperparams: PyTree | None = None, batched: bool = False, key: jax.Array | None = None,
+    progress: bool | str = False, callback: Callable[[ChunkReport], None] | None = None,
 ) -> TrainRecord:
     r"""Train with any optax optimiser and track the top of the Hessian's spectrum (the module docstring's loop).
 

@@ -77,30 +77,51 @@ def eos_player(history: eos.EoSHistory | None = None, text: str | None = None, r
     Returns:
         an ``ipywidgets.VBox``; its ``.state`` dict holds the current history.
     """
-    import ipywidgets as W
-    import matplotlib.pyplot as plt
-    setting = {**default_setting(), **(setting or {})}
-    header = W.HTML()
-    status = W.HTML()
-    lr = W.FloatLogSlider(value=setting["h"], base=10, min=-2.5, max=0, step=0.01, description="h",
-                          readout_format=".3g", continuous_update=False)
-    button = W.Button(description="Train", tooltip="train with this learning rate", icon="play")
-    play = W.Play(value=0, min=0, max=1, step=1, interval=120, description="play")
-    slider = W.IntSlider(value=0, min=0, max=1, step=1, description="frame", continuous_update=True)
-    W.jslink((play, "value"), (slider, "value"))
-    out = W.Output()
-    state: dict = {"history": None, "update": None, "fig": None, "frames": np.array([0]), "run": run}
+    player = _Player({**default_setting(), **(setting or {})}, run)
+    if history is not None:
+        player.load(history, text or f"a recorded run, h = {float(history.h[run]):.4g}")
+    elif train:
+        player.train()
+    else:
+        player.header.value = f"<b>{describe_default()}</b>"
+        player.status.value = "press Train"
+    return player.box
 
-    def show(step_index: int):
+
+class _Player:
+    """The widgets of :func:`eos_player` and what its buttons do."""
+
+    def __init__(self, setting: dict, run: int):
+        import ipywidgets as W
+
+        self.setting = setting
+        self.header, self.status, self.out = W.HTML(), W.HTML(), W.Output()
+        self.lr = W.FloatLogSlider(value=setting["h"], base=10, min=-2.5, max=0, step=0.01, description="h",
+                                   readout_format=".3g", continuous_update=False)
+        self.button = W.Button(description="Train", tooltip="train with this learning rate", icon="play")
+        self.play = W.Play(value=0, min=0, max=1, step=1, interval=120, description="play")
+        self.slider = W.IntSlider(value=0, min=0, max=1, step=1, description="frame", continuous_update=True)
+        W.jslink((self.play, "value"), (self.slider, "value"))
+        self.state: dict = {"history": None, "update": None, "fig": None, "frames": np.array([0]), "run": run}
+        self.slider.observe(lambda change: self.show(change["new"]), names="value")
+        self.button.on_click(self.train)
+        self.box = W.VBox([self.header, W.HBox([self.lr, self.button]), self.status,
+                           W.HBox([self.play, self.slider]), self.out])
+        self.box.state = self.state
+
+    def show(self, step_index: int):
+        state = self.state
         if state["update"] is None:
             return
-        step = int(state["frames"][min(step_index, len(state["frames"]) - 1)])
-        state["update"](step)
+        state["update"](int(state["frames"][min(step_index, len(state["frames"]) - 1)]))
         # set the Output's content directly: capturing with `with out:` makes a headless nbclient
         # (the book build) answer with comm messages, which can deadlock it (jupyter/nbclient#312)
-        out.outputs = (figure_output(state["fig"]),)
+        self.out.outputs = (figure_output(state["fig"]),)
 
-    def load(hist, line):
+    def load(self, hist, line: str):
+        import matplotlib.pyplot as plt
+
+        state = self.state
         if state["fig"] is not None:
             plt.close(state["fig"])
         state["history"] = hist
@@ -109,40 +130,25 @@ def eos_player(history: eos.EoSHistory | None = None, text: str | None = None, r
         state["fig"], state["update"] = fig, update
         last = int(hist.stop_step[state["run"]])
         state["frames"] = np.unique(np.linspace(0, last, min(last + 1, 120)).round().astype(int))
-        header.value = f"<b>{line}</b>"
-        status.value = hist.status[state["run"]] if hist.status[state["run"]] != "steps" else \
+        self.header.value = f"<b>{line}</b>"
+        self.status.value = hist.status[state["run"]] if hist.status[state["run"]] != "steps" else \
             f"trained {last} steps; press play or drag the slider"
-        play.max = slider.max = len(state["frames"]) - 1
-        slider.value = slider.max
-        show(slider.value)
+        self.play.max = self.slider.max = len(state["frames"]) - 1
+        self.slider.value = self.slider.max
+        self.show(self.slider.value)
 
-    def do_train(_=None):
-        button.disabled = True
-        status.value = "training ..."
+    def report(self, info: dict):
+        self.status.value = (f"training: step {int(info['step'])}, loss {float(info['loss'][0]):.4g}, "
+                             f"sharpness {float(info['sharpness'][0]):.3g} (2/h = {2 / float(info['h'][0]):.3g})")
 
-        def report(info):
-            status.value = (f"training: step {int(info['step'])}, loss {float(info['loss'][0]):.4g}, "
-                            f"sharpness {float(info['sharpness'][0]):.3g} (2/h = {2 / float(info['h'][0]):.3g})")
-
+    def train(self, _=None):
+        self.button.disabled = True
+        self.status.value = "training ..."
         try:
-            state["run"] = 0
-            hist, line = train_for_player({**setting, "h": float(lr.value)}, callback=report)
-            load(hist, line)
+            self.state["run"] = 0
+            self.load(*train_for_player({**self.setting, "h": float(self.lr.value)}, callback=self.report))
         finally:
-            button.disabled = False
-
-    slider.observe(lambda change: show(change["new"]), names="value")
-    button.on_click(do_train)
-    box = W.VBox([header, W.HBox([lr, button]), status, W.HBox([play, slider]), out])
-    box.state = state
-    if history is not None:
-        load(history, text or f"a recorded run, h = {float(history.h[run]):.4g}")
-    elif train:
-        do_train()
-    else:
-        header.value = f"<b>{describe_default()}</b>"
-        status.value = "press Train"
-    return box
+            self.button.disabled = False
 
 
 def describe_default() -> str:
