@@ -13,7 +13,8 @@ function                       computes                                         
 :func:`sigma_squared`          :math:`\sigma^2 = \max(0, -2\langle\nabla S,\nabla E\rangle/\|\nabla S\|^2)` on the edge  chapter 8
 :func:`stable_flow`            field :math:`-h\nabla E` (gradient flow, valid while :math:`S < 2/h`)  chapter 8
 :func:`central_flow`           field :math:`-h[\nabla E + \tfrac12\sigma^2\nabla S]`                 chapter 8
-:func:`run_central_flow`       RK4 or projected Euler, with a warm-started eigensolver               chapter 8
+:func:`central_flow_step`      one GD step of time: ``(theta, state) -> (theta, state), record``      chapter 8
+:func:`run_central_flow`       the loop over :func:`central_flow_step`, with the checks              chapter 8
 :func:`predicted_loss`         time-averaged loss :math:`E + \tfrac12\sigma^2 S`                     chapter 8
 :func:`measured_oscillation`   :math:`x_n = u_0^\top(\theta_n^{GD} - \theta^{CF}(n))`               chapter 8
 :func:`time_average`           moving average of a series over a window of steps                    chapter 8
@@ -25,9 +26,49 @@ it ships with pfcourse's dependencies, so :func:`run_central_flow` reports (``se
 when a second eigenvalue reaches the edge and warns, rather than silently pretending.
 
 Losses may take any pytree; eigenvectors are flat vectors (``ravel_pytree`` order).
+
+**Integrating the central flow.** The central flow is gradient flow constrained to :math:`S \le 2/h`:
+:math:`\sigma^2` switches on where the constraint binds. :func:`central_flow_step` integrates the
+*stabilised* field
+
+.. math:: \dot\theta = -h\big[\nabla E + \tfrac12 s\,\nabla S\big],\qquad
+          s = \max\!\Big(0,\ \frac{2\kappa(S - 2/h)/h - 2\langle\nabla S,\nabla E\rangle}{\|\nabla S\|^2}\Big),
+
+for which :math:`dS/dt = -\kappa(S - 2/h)` whenever :math:`s > 0` (Baumgarte stabilisation of the
+constraint, :math:`\kappa = 1/\delta`, :math:`\delta = 1/\text{substeps}`). On the edge
+(:math:`S = 2/h`) :math:`s` is exactly :math:`\sigma^2` of :func:`sigma_squared`, so the exact
+central flow solves this equation; a numerical drift off :math:`S = 2/h` decays like
+:math:`e^{-\kappa t}` instead of accumulating; the flow arrives on the edge by itself (:math:`s`
+turns on when, at the current rate, :math:`S` would reach :math:`2/h` within one substep: no
+event location); and when gradient flow turns to lower :math:`S`, :math:`s = 0` and it leaves.
+
+``method="rk4"`` (default) takes classical Runge–Kutta steps (:func:`pfcourse.flows.rk4_step`) of
+size :math:`\delta` on this field and then, if the step overshoots (:math:`S > 2/h`), one Newton step
+back onto :math:`S = 2/h` along :math:`\nabla S` (projection onto the constraint, as for
+differential-algebraic equations: Hairer, Lubich & Wanner, §IV.4). ``method="euler"`` takes one
+evaluation per substep, :math:`\theta \leftarrow \theta + \delta f(\theta)`; with :math:`\kappa = 1/\delta`
+that is the *projected Euler* step: :math:`s` is the smallest value for which the linearised sharpness
+after the substep is at most :math:`2/h`, so it lands on the edge. Both are first order overall,
+because the field has a kink where :math:`s` switches on; RK4 is fourth order while the active set
+does not change (the stable phase, and long stretches on the edge), and approaches the edge like
+:math:`e^{-\kappa t}` instead of landing on it.
+
+At the start of each substep :math:`u_0` is refreshed by Lanczos
+(:func:`pfcourse.spectral.top_hessian_eigenpairs`, ``num_iter`` Hessian-vector products)
+warm-started at the previous :math:`u_0`; within the substep :math:`u` is held fixed, the sharpness
+is the Rayleigh quotient :math:`u^\top H(\theta)u` (equal to :math:`\lambda_0` to second order in the
+eigenvector's drift) and :math:`\nabla S` its exact gradient, :func:`sharpness_gradient`; gradient,
+:math:`Hu` and :math:`\nabla S` come from one nested forward pass.
+
+Why not :func:`pfcourse.flows.integrate`: its fields are pure functions of the state, so the
+eigensolver could not be warm-started (a cold Lanczos at each of dopri8's stages), and an adaptive
+controller would fight the kink at the switch. The stable phase alone can be integrated with
+:func:`stable_flow` and :func:`pfcourse.flows.integrate`; the distance between the two before the
+edge measures this method's discretisation error (the book prints it).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any, Callable, NamedTuple
 
@@ -39,15 +80,20 @@ from jax.flatten_util import ravel_pytree
 from tqdm.auto import tqdm
 
 from . import spectral
-from ._checks import check_finite, check_int, check_learning_rate
-from .flows import DivergenceError
+from ._checks import check_finite, check_int, check_learning_rate, check_scalar_loss
+from .flows import DivergenceError, VectorField, rk4_step
 
 PyTree = Any
 Loss = Callable[[PyTree], jax.Array]
 
 __all__ = [
+    "CentralFlow",
     "CentralFlowRun",
+    "CentralFlowState",
+    "StableFlow",
     "central_flow",
+    "central_flow_step",
+    "init_central_flow",
     "measured_oscillation",
     "predicted_loss",
     "run_central_flow",
@@ -164,7 +210,17 @@ def sigma_squared(grad_E: PyTree, grad_S: PyTree, S, h: float, *, edge_rtol: flo
 # --------------------------------------------------------------------------- the two fields
 
 
-def stable_flow(E: Loss, h: float) -> Callable[[PyTree], PyTree]:
+class StableFlow(VectorField):
+    r"""The field of :func:`stable_flow` as data (``h`` an array leaf)."""
+
+    loss: Callable
+    h: jax.Array
+
+    def __call__(self, theta: PyTree) -> PyTree:
+        return jax.tree_util.tree_map(lambda g: -self.h * g, jax.grad(self.loss)(theta))
+
+
+def stable_flow(E: Loss, h: float) -> StableFlow:
     r"""The stable flow, gradient flow with time in GD steps: :math:`\dot\theta = -h\nabla E(\theta)`.
 
     It models GD while :math:`S < 2/h` (Cohen et al., 2025). Integrate it with
@@ -174,12 +230,7 @@ def stable_flow(E: Loss, h: float) -> Callable[[PyTree], PyTree]:
     Book: chapter 8, §Time in steps (eq. ``eq-stable-flow``).
     """
     check_learning_rate(h)
-    grad = jax.grad(E)
-
-    def field(theta):
-        return jax.tree_util.tree_map(lambda g: -h * g, grad(theta))
-
-    return field
+    return StableFlow(E, jnp.asarray(h))
 
 
 def _top_eigenpairs(E, params, v0, num_iter):
@@ -193,7 +244,26 @@ def _top_eigenpairs(E, params, v0, num_iter):
     return vals[0], lam1, vecs[:, 0]
 
 
-def central_flow(E: Loss, h: float, *, num_iter: int = 20, edge_rtol: float = 1e-3, key=None):
+class CentralFlow(VectorField):
+    r"""The field of :func:`central_flow` as data: the loss, ``h``, the Lanczos start ``key``."""
+
+    loss: Callable
+    h: jax.Array
+    key: jax.Array
+    num_iter: int = eqx.field(static=True)
+    edge_rtol: float = eqx.field(static=True)
+
+    def __call__(self, theta: PyTree) -> PyTree:
+        E, h = self.loss, self.h
+        flat = ravel_pytree(theta)[0]
+        S, _, u = _top_eigenpairs(E, theta, jax.random.normal(self.key, flat.shape, flat.dtype), self.num_iter)
+        g = jax.grad(E)(theta)
+        dS = sharpness_gradient(E, theta, u)
+        s2 = sigma_squared(g, dS, S, h, edge_rtol=self.edge_rtol)
+        return jax.tree_util.tree_map(lambda a, b: -h * (a + 0.5 * s2 * b), g, dS)
+
+
+def central_flow(E: Loss, h: float, *, num_iter: int = 20, edge_rtol: float = 1e-3, key=None) -> CentralFlow:
     r"""The central flow for one unstable direction, as a field (time in GD steps).
 
     .. math:: \dot\theta = -h\Big[\nabla E + \tfrac12\sigma^2(\theta)\,\nabla S\Big],
@@ -208,19 +278,8 @@ def central_flow(E: Loss, h: float, *, num_iter: int = 20, edge_rtol: float = 1e
     Book: chapter 8, §Holding the sharpness at 2/h (eq. ``eq-central-flow``).
     """
     check_learning_rate(h)
-    check_int(num_iter, "num_iter")
-    key = jax.random.key(0) if key is None else key
-
-    def field(theta):
-        flat = ravel_pytree(theta)[0]
-        v0 = jax.random.normal(key, flat.shape, flat.dtype)
-        S, _, u = _top_eigenpairs(E, theta, v0, num_iter)
-        g = jax.grad(E)(theta)
-        dS = sharpness_gradient(E, theta, u)
-        s2 = sigma_squared(g, dS, S, h, edge_rtol=edge_rtol)
-        return jax.tree_util.tree_map(lambda a, b: -h * (a + 0.5 * s2 * b), g, dS)
-
-    return field
+    num_iter = check_int(num_iter, "num_iter")
+    return CentralFlow(E, jnp.asarray(h), jax.random.key(0) if key is None else key, num_iter, float(edge_rtol))
 
 
 # --------------------------------------------------------------------------- integration
@@ -234,7 +293,7 @@ class CentralFlowRun(NamedTuple):
         loss: :math:`E(\\theta(n))`.
         sharpness: :math:`S(\\theta(n))`.
         second_eigenvalue: :math:`\\lambda_1(\\theta(n))` (``-inf`` for one parameter).
-        sigma2: the :math:`s` of the stabilised field at :math:`\\theta(n)` (see :func:`run_central_flow`):
+        sigma2: the :math:`s` of the stabilised field at :math:`\\theta(n)` (see :func:`central_flow_step`):
             :math:`\\sigma^2` of :func:`sigma_squared` on the edge, 0 away from it, rising from 0 to
             :math:`\\sigma^2` within the last substep before the edge.
         predicted_loss: :math:`E + \\tfrac12\\sigma^2 S`, the predicted time average of GD's loss.
@@ -256,6 +315,24 @@ class CentralFlowRun(NamedTuple):
     h: float
     substeps: int
     method: str
+
+
+class CentralFlowState(NamedTuple):
+    """What :func:`central_flow_step` carries besides :math:`\\theta`.
+
+    Attributes:
+        u: the unit top eigenvector :math:`u_0` (flat, ``ravel_pytree`` order): the warm start of the
+            next Lanczos call, its sign kept continuous.
+    """
+
+    u: jax.Array
+
+
+def init_central_flow(theta0: PyTree, key=None) -> CentralFlowState:
+    """The state before the first :func:`central_flow_step`: a random (cold) Lanczos start from ``key``."""
+    flat = ravel_pytree(theta0)[0]
+    key = jax.random.key(0) if key is None else key
+    return CentralFlowState(jax.random.normal(key, flat.shape, flat.dtype))
 
 
 def _local_quantities(E, theta, u_tree):
@@ -306,130 +383,111 @@ def _record(E, theta, u, h, kappa, num_iter):
     return u, parts
 
 
-def _substep(E, theta, u, h, dt, method):
-    """One substep of size ``dt`` with ``u`` already refreshed at ``theta``; returns ``(theta, stuck)``."""
-    kappa = 1.0 / dt
-    k1, p1 = _velocity(E, theta, u, h, kappa)
-    if method == "euler":
-        return _axpy(theta, dt, k1), p1["stuck"]
-    k2, p2 = _velocity(E, _axpy(theta, dt / 2, k1), u, h, kappa)
-    k3, p3 = _velocity(E, _axpy(theta, dt / 2, k2), u, h, kappa)
-    k4, p4 = _velocity(E, _axpy(theta, dt, k3), u, h, kappa)
-    incr = jax.tree_util.tree_map(lambda a, b, c, d: (a + 2 * b + 2 * c + d) / 6, k1, k2, k3, k4)
-    theta = _axpy(theta, dt, incr)
-    stuck = p1["stuck"] | p2["stuck"] | p3["stuck"] | p4["stuck"]
-    # An overshoot S > 2/h left by the step: one Newton step back onto S = 2/h along grad S.
+def _onto_edge(E, theta, u, h):
+    """An overshoot :math:`S > 2/h` left by a step: one Newton step back onto :math:`S = 2/h` along
+    :math:`\\nabla S` (projection onto the constraint; Hairer, Lubich & Wanner, §IV.4)."""
     u_tree = _as_tree(theta, u)
     _, hu, dS = _local_quantities(E, theta, u_tree)
     gap = _tree_dot(u_tree, hu) - 2.0 / h
     nrm2 = _tree_dot(dS, dS)
     step = jnp.where((gap > 0) & (nrm2 > 0), gap / jnp.where(nrm2 > 0, nrm2, 1.0), 0.0)
-    return _axpy(theta, -step, dS), stuck
+    return _axpy(theta, -step, dS)
+
+
+def _substep(E, theta, u, h, dt, method):
+    """One substep of size ``dt`` with ``u`` already refreshed at ``theta``; returns ``(theta, stuck)``."""
+    field = functools.partial(_velocity, E, u=u, h=h, kappa=1.0 / dt)
+    if method == "euler":
+        k1, p1 = field(theta)
+        return _axpy(theta, dt, k1), p1["stuck"]
+    theta, parts = rk4_step(lambda th: field(th), theta, dt, has_aux=True)
+    stuck = parts[0]["stuck"] | parts[1]["stuck"] | parts[2]["stuck"] | parts[3]["stuck"]
+    return _onto_edge(E, theta, u, h), stuck
+
+
+def central_flow_step(E: Loss, theta: PyTree, state: CentralFlowState, h, *, substeps: int = 2,
+                      num_iter: int = 10, method: str = "rk4"):
+    r"""One GD step of time of the central flow: ``(theta, state) -> (theta, state), record``.
+
+    Records at :math:`\theta` (loss, :math:`S`, :math:`\lambda_1`, :math:`s`, :math:`u_0`, residual,
+    :math:`\|\nabla S\|`, ``stuck``), then takes ``substeps`` substeps of size
+    :math:`\delta = 1/\text{substeps}` on the stabilised field (module docstring, eq.
+    ``eq-central-flow``), refreshing :math:`u_0` by warm-started Lanczos at the start of each.
+    ``method="rk4"``: :func:`pfcourse.flows.rk4_step`, then a Newton step back onto :math:`S = 2/h`
+    if it overshoots; ``"euler"``: the projected Euler step. Compiled once per loss, shapes,
+    ``num_iter`` and ``method`` (``h`` and ``substeps`` are data). In plain Python (Euler)::
+
+        for _ in range(substeps):
+            S, u = lanczos(H(theta), start=u)
+            g, dS = grad E(theta), grad S(theta; u)
+            s = max(0, 2 * (kappa * (S - 2/h) / h - dS @ g) / (dS @ dS))
+            theta = theta - dt * h * (g + s/2 * dS)
+
+    Book: chapter 8, §Integrating the central flow.
+
+    Returns:
+        ``((theta, state), record)``; ``record`` is a dict of arrays (``record["stuck_step"]``: the
+        constraint bound with :math:`\nabla S = 0` during a substep).
+    """
+    dtype = ravel_pytree(theta)[0].dtype
+    return _step(E, theta, state, jnp.asarray(h, dtype), jnp.asarray(substeps), num_iter, method)
+
+
+@eqx.filter_jit
+def _step(E, theta, state, h, substeps, num_iter: int, method: str):
+    dt = 1.0 / substeps.astype(h.dtype)
+    u, rec = _record(E, theta, state.u, h, 1.0 / dt, num_iter)  # its Lanczos is the first refresh
+
+    def substep(i, carry):
+        theta, u, stuck = carry
+        u = jax.lax.cond(i > 0, lambda: _refresh(E, theta, u, num_iter)[2], lambda: u)
+        theta, st = _substep(E, theta, u, h, dt, method)
+        return theta, u, stuck | st
+
+    theta, u, stuck = jax.lax.fori_loop(0, substeps, substep, (theta, u, jnp.zeros((), bool)))
+    rec["stuck_step"] = stuck
+    return (theta, CentralFlowState(u)), rec
 
 
 @eqx.filter_jit
 def _final_record(E, theta, u, h, substeps, num_iter: int):
+    """The record at the last state (no step after it)."""
     return _record(E, theta, u, h, substeps.astype(h.dtype), num_iter)[1]
 
 
 @eqx.filter_jit
-def _chunk(E, theta, u, h, n_valid, length: int, substeps, num_iter: int, method: str):
-    """Up to ``length`` GD steps of time (the first ``n_valid`` are taken, the rest skipped): at each,
-    record at theta_n, then ``substeps`` substeps. The record's Lanczos call is the first substep's
-    refresh. Returns the final state and direction, the records at the starting points and the states
-    after each step (entries past ``n_valid`` are placeholders)."""
-    dt = 1.0 / substeps.astype(h.dtype)     # h and substeps are traced: one compilation for all values
+def _chunk(E, theta, state, h, n_valid, length: int, substeps, num_iter: int, method: str):
+    """``length`` steps of :func:`central_flow_step` under ``lax.scan``, the first ``n_valid`` taken
+    (the rest skipped: one compilation serves every chunk). Returns the final ``(theta, state)``, the
+    records and the states after each step (entries past ``n_valid`` are placeholders)."""
+    def take(theta, state):
+        return _step(E, theta, state, h, substeps, num_iter, method)
 
-    def take(theta, u):
-        u, rec = _record(E, theta, u, h, substeps.astype(h.dtype), num_iter)
+    def skip(theta, state):
+        shapes = jax.eval_shape(take, theta, state)[1]
+        return (theta, state), jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
 
-        def substep(i, carry):
-            theta, u, stuck = carry
-            u = jax.lax.cond(i > 0, lambda: _refresh(E, theta, u, num_iter)[2], lambda: u)
-            theta, st = _substep(E, theta, u, h, dt, method)
-            return theta, u, stuck | st
+    def body(carry, i):
+        carry, rec = jax.lax.cond(i < n_valid, take, skip, *carry)
+        return carry, (rec, carry[0])
 
-        theta, u, stuck = jax.lax.fori_loop(0, substeps, substep, (theta, u, jnp.zeros((), bool)))
-        rec["stuck_step"] = stuck
-        return theta, u, rec
-
-    def skip(theta, u):
-        shapes = jax.eval_shape(take, theta, u)[2]
-        return theta, u, jax.tree_util.tree_map(lambda sd: jnp.zeros(sd.shape, sd.dtype), shapes)
-
-    def gd_step(carry, i):
-        theta, u = carry
-        theta, u, rec = jax.lax.cond(i < n_valid, take, skip, theta, u)
-        return (theta, u), (rec, theta)
-
-    (theta, u), (recs, states) = jax.lax.scan(gd_step, (theta, u), jnp.arange(length))
-    return theta, u, recs, states
+    (theta, state), (recs, states) = jax.lax.scan(body, (theta, state), jnp.arange(length))
+    return theta, state, recs, states
 
 
 METHODS = ("rk4", "euler")
+_CHUNK = 20
+_STUCK = ("the sharpness is at 2/h and gradient flow would raise it, but grad S = 0, so no oscillation "
+          "can hold it there (e.g. a quadratic: constant Hessian, where GD with h*lambda_0 > 2 diverges). "
+          "Lower h, or use a loss whose curvature depends on theta.")
 
 
-def run_central_flow(
-    E: Loss,
-    theta0: PyTree,
-    h: float,
-    steps: int,
-    *,
-    method: str = "rk4",
-    substeps: int = 2,
-    num_iter: int = 10,
-    edge_rtol: float = 1e-3,
-    key=None,
-    progress: bool = True,
-) -> CentralFlowRun:
+def run_central_flow(E: Loss, theta0: PyTree, h: float, steps: int, *, method: str = "rk4", substeps: int = 2,
+                     num_iter: int = 10, edge_rtol: float = 1e-3, key=None, progress: bool = True) -> CentralFlowRun:
     r"""Integrate the central flow (one unstable direction) for ``steps`` GD steps of time.
 
-    The central flow is gradient flow constrained to :math:`S \le 2/h`: :math:`\sigma^2` switches on
-    where the constraint binds. We integrate the *stabilised* field
-
-    .. math:: \dot\theta = -h\big[\nabla E + \tfrac12 s\,\nabla S\big],\qquad
-              s = \max\!\Big(0,\ \frac{2\kappa(S - 2/h)/h - 2\langle\nabla S,\nabla E\rangle}{\|\nabla S\|^2}\Big),
-
-    for which :math:`dS/dt = -\kappa(S - 2/h)` whenever :math:`s > 0` (Baumgarte stabilisation of the
-    constraint, :math:`\kappa = 1/\delta`, :math:`\delta = 1/\text{substeps}`). On the edge
-    (:math:`S = 2/h`) :math:`s` is exactly :math:`\sigma^2` of :func:`sigma_squared`, so the exact
-    central flow solves this equation; a numerical drift off :math:`S = 2/h` decays like
-    :math:`e^{-\kappa t}` instead of accumulating; the flow arrives on the edge by itself (:math:`s`
-    turns on when, at the current rate, :math:`S` would reach :math:`2/h` within one substep: no
-    event location); and when gradient flow turns to lower :math:`S`, :math:`s = 0` and it leaves.
-
-    ``method="rk4"`` (default) takes classical Runge–Kutta steps of size :math:`\delta` on this field
-    and then, if the step overshoots (:math:`S > 2/h`), one Newton step back onto :math:`S = 2/h`
-    along :math:`\nabla S` (projection onto the constraint, as for differential-algebraic equations:
-    Hairer, Lubich & Wanner, §IV.4). ``method="euler"`` takes one evaluation per substep,
-    :math:`\theta \leftarrow \theta + \delta f(\theta)`; with :math:`\kappa = 1/\delta` that is the
-    *projected Euler* step: :math:`s` is the smallest value for which the linearised sharpness after
-    the substep is at most :math:`2/h`, so it lands on the edge. Both are first order overall, because
-    the field has a kink where :math:`s` switches on; RK4 is fourth order while the active set does not
-    change (the stable phase, and long stretches on the edge), and approaches the edge like
-    :math:`e^{-\kappa t}` instead of landing on it.
-
-    At the start of each substep :math:`u_0` is refreshed by Lanczos
-    (:func:`pfcourse.spectral.top_hessian_eigenpairs`, ``num_iter`` Hessian-vector products)
-    warm-started at the previous :math:`u_0`; within the substep :math:`u` is held fixed, the sharpness
-    is the Rayleigh quotient :math:`u^\top H(\theta)u` (equal to :math:`\lambda_0` to second order in the
-    eigenvector's drift) and :math:`\nabla S` its exact gradient, :func:`sharpness_gradient`; gradient,
-    :math:`Hu` and :math:`\nabla S` come from one nested forward pass. In plain Python (Euler)::
-
-        u = random vector
-        for n in range(steps):
-            for _ in range(substeps):
-                S, u = lanczos(H(theta), start=u)
-                g, dS = grad E(theta), grad S(theta; u)
-                s = max(0, 2 * (kappa * (S - 2/h) / h - dS @ g) / (dS @ dS))
-                theta = theta - dt * h * (g + s/2 * dS)
-
-    Why not :func:`pfcourse.flows.integrate`: its fields are pure functions of the state, so the
-    eigensolver could not be warm-started (a cold Lanczos at each of dopri8's stages), and an
-    adaptive controller would fight the kink at the switch. The stable phase alone can be integrated
-    with :func:`stable_flow` and :func:`pfcourse.flows.integrate`; the distance between the two before
-    the edge measures this method's discretisation error (the book prints it).
-
+    The loop over :func:`central_flow_step` (the stabilised field and the two methods are explained in
+    the module docstring), run in compiled chunks of 20 steps with the checks between chunks.
     Book: chapter 8, §Integrating the central flow.
 
     Args:
@@ -453,6 +511,30 @@ def run_central_flow(
             ``theta0``; a start above the edge; the constraint binds while :math:`\nabla S = 0`.
         DivergenceError: the state left the finite numbers (the message names the step).
     """
+    steps, substeps, num_iter = _check_run(E, theta0, h, steps, method, substeps, num_iter, edge_rtol)
+    theta, state = theta0, init_central_flow(theta0, key)
+    h_arr, sub_arr = jnp.asarray(h, ravel_pytree(theta0)[0].dtype), jnp.asarray(substeps)
+    records, states = [], []
+    with tqdm(total=steps, desc="central flow", disable=not progress, leave=False) as bar:
+        for done in range(0, steps, _CHUNK):
+            length = min(_CHUNK, steps - done)
+            theta, state, recs, sts = _chunk(E, theta, state, h_arr, jnp.asarray(length), _CHUNK, sub_arr,
+                                             num_iter, method)
+            recs = {k: np.asarray(v)[:length] for k, v in recs.items()}
+            sts = jax.tree_util.tree_map(lambda a: a[:length], sts)
+            _check_chunk(recs, sts, done, steps, h, edge_rtol)
+            records.append(recs)
+            states.append(sts)
+            bar.update(length)
+    last = _final_record(E, theta, state.u, h_arr, sub_arr, num_iter)
+    if bool(last["stuck"]):
+        raise ValueError(f"run_central_flow: at step {steps} {_STUCK}")
+    records.append({k: np.asarray(v)[None] for k, v in last.items()})
+    return _assemble(theta0, records, states, h, substeps, method, edge_rtol)
+
+
+def _check_run(E, theta0, h, steps, method, substeps, num_iter, edge_rtol):
+    """The argument checks of :func:`run_central_flow`; returns the checked integers."""
     check_learning_rate(h)
     steps = check_int(steps, "steps")
     substeps = check_int(substeps, "substeps")
@@ -462,67 +544,47 @@ def run_central_flow(
     if not 0 <= edge_rtol < 1:
         raise ValueError(f"edge_rtol must be in [0, 1), got {edge_rtol!r}.")
     check_finite(theta0, "theta0")
-    out = jax.eval_shape(E, theta0)
-    if getattr(out, "shape", None) != ():
-        raise ValueError(f"the loss E must return a scalar, but E(theta0) has shape {out.shape}.")
-    flat0 = ravel_pytree(theta0)[0]
-    key = jax.random.key(0) if key is None else key
-    u = jax.random.normal(key, flat0.shape, flat0.dtype)
-    theta = theta0
-    records, states_list = [], []
-    edge, kappa = 2.0 / h, float(substeps)
-    stuck_msg = ("the sharpness is at 2/h and gradient flow would raise it, but grad S = 0, so no oscillation "
-                 "can hold it there (e.g. a quadratic: constant Hessian, where GD with h*lambda_0 > 2 diverges). "
-                 "Lower h, or use a loss whose curvature depends on theta.")
-    chunk = 20
-    done = 0
-    h_arr, sub_arr = jnp.asarray(h, flat0.dtype), jnp.asarray(substeps)
-    with tqdm(total=steps, desc="central flow", disable=not progress, leave=False) as bar:
-        while done < steps:
-            length = min(chunk, steps - done)
-            theta, u, recs, states = _chunk(E, theta, u, h_arr, jnp.asarray(length), chunk, sub_arr,
-                                            num_iter, method)
-            recs = {k: np.asarray(v)[:length] for k, v in recs.items()}
-            states = jax.tree_util.tree_map(lambda a: a[:length], states)
-            if done == 0 and recs["S"][0] > edge * (1 + edge_rtol):
-                raise ValueError(
-                    f"run_central_flow: the start is above the edge of stability, S(theta0) = "
-                    f"{float(recs['S'][0]):.6g} > 2/h = {edge:.6g} (tolerance edge_rtol = {edge_rtol}). The "
-                    "central flow starts where GD is stable: start earlier in training, or lower h below "
-                    "2/S(theta0)."
-                )
-            flat = np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(states))
-            finite = np.all(np.isfinite(flat), axis=1)
-            bad = np.flatnonzero(recs["stuck"] | recs["stuck_step"])
-            if bad.size and (finite.all() or bad[0] <= np.argmin(finite)):
-                raise ValueError(f"run_central_flow: at step {done + int(bad[0])} {stuck_msg}")
-            if not finite.all():
-                raise DivergenceError(
-                    f"run_central_flow: the state is not finite after step {done + int(np.argmin(finite)) + 1} "
-                    f"of {steps}; reduce h, or raise substeps."
-                )
-            records.append(recs)
-            states_list.append(states)
-            done += length
-            bar.update(length)
-    last = {k: np.asarray(v)[None] for k, v in _final_record(E, theta, u, h_arr, sub_arr, num_iter).items()}
-    if bool(last["stuck"][0]):
-        raise ValueError(f"run_central_flow: at step {steps} {stuck_msg}")
-    records.append(last)
+    check_scalar_loss(E, theta0)
+    return steps, substeps, num_iter
 
+
+def _check_chunk(recs, states, done: int, steps: int, h, edge_rtol) -> None:
+    """Raise for a start above the edge, a binding constraint with grad S = 0, or a divergence."""
+    edge = 2.0 / h
+    if done == 0 and recs["S"][0] > edge * (1 + edge_rtol):
+        raise ValueError(
+            f"run_central_flow: the start is above the edge of stability, S(theta0) = "
+            f"{float(recs['S'][0]):.6g} > 2/h = {edge:.6g} (tolerance edge_rtol = {edge_rtol}). The "
+            "central flow starts where GD is stable: start earlier in training, or lower h below "
+            "2/S(theta0)."
+        )
+    flat = np.asarray(jax.vmap(lambda t: ravel_pytree(t)[0])(states))
+    finite = np.all(np.isfinite(flat), axis=1)
+    bad = np.flatnonzero(recs["stuck"] | recs["stuck_step"])
+    if bad.size and (finite.all() or bad[0] <= np.argmin(finite)):
+        raise ValueError(f"run_central_flow: at step {done + int(bad[0])} {_STUCK}")
+    if not finite.all():
+        raise DivergenceError(
+            f"run_central_flow: the state is not finite after step {done + int(np.argmin(finite)) + 1} "
+            f"of {steps}; reduce h, or raise substeps."
+        )
+
+
+def _assemble(theta0, records, states, h, substeps, method, edge_rtol) -> CentralFlowRun:
+    """The :class:`CentralFlowRun` from the chunks' records; warns if a second eigenvalue reaches 2/h."""
     def col(k):
         return np.concatenate([r[k] for r in records])
 
-    lam1 = col("lam1")
+    lam1, edge = col("lam1"), 2.0 / h
     if np.any(lam1 >= edge * (1 - edge_rtol)):
         first = int(np.argmax(lam1 >= edge * (1 - edge_rtol)))
         warnings.warn(
             f"run_central_flow: a second Hessian eigenvalue reaches 2/h at step {first}; the one-direction "
             "central flow no longer models GD after that (two directions need the paper's complementarity "
-            "problem).", RuntimeWarning, stacklevel=2,
+            "problem).", RuntimeWarning, stacklevel=3,
         )
     loss, S, s2 = col("loss"), col("S"), col("sigma2")
-    stacked = jax.tree_util.tree_map(lambda first, *rest: jnp.concatenate([first[None], *rest]), theta0, *states_list)
+    stacked = jax.tree_util.tree_map(lambda first, *rest: jnp.concatenate([first[None], *rest]), theta0, *states)
     return CentralFlowRun(
         params=stacked, loss=loss, sharpness=S, second_eigenvalue=lam1, sigma2=s2,
         predicted_loss=np.asarray(predicted_loss(loss, s2, S)), directions=col("u"),

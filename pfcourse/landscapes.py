@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import functools
-
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -35,6 +35,8 @@ class Landscape:
     ``loss`` and ``hessian`` refuse a ``theta`` whose shape is not ``(dim,)`` with a ``ValueError``
     (the formulas index ``theta[0]``, ``theta[1]`` or broadcast, so a wrong length would otherwise
     give a number, and gradient descent would run on the wrong problem). Batch with ``jax.vmap``.
+    They are data (equinox Modules: a module-level formula and its constants as arrays), so two
+    landscapes of one kind share every compilation (:func:`pfcourse.flows.integrate`, ...).
     """
 
     name: str
@@ -52,20 +54,36 @@ class Landscape:
             object.__setattr__(self, "hessian", _shape_checked(self.hessian, self.dim, f"{self.name} hessian"))
 
 
+class _ShapeChecked(eqx.Module):
+    """``fn`` with its argument checked to have shape ``(dim,)``; a pytree (``fn``'s constants are leaves)."""
+
+    fn: Callable
+    dim: int = eqx.field(static=True)
+    what: str = eqx.field(static=True)
+
+    def __call__(self, theta):
+        check_shape(theta, (self.dim,), f"{self.what}: theta",
+                    f"This landscape has {self.dim} parameters; pass one point of shape ({self.dim},) "
+                    "(use jax.vmap for a batch of points).")
+        return self.fn(theta)
+
+    def __hash__(self):  # by identity: ``jax.jit(L.loss)`` works (array leaves have no value hash)
+        return id(self)
+
+    def __eq__(self, other):  # by identity too: JAX's caches compare functions, and arrays have no ==
+        return self is other
+
+
 def _shape_checked(fn: Callable, dim: int, what: str) -> Callable:
     """``fn`` with its argument checked to have shape ``(dim,)`` (once: a checked ``fn`` is returned as is)."""
-    if getattr(fn, "_checked_dim", None) == dim:
+    if isinstance(fn, _ShapeChecked) and fn.dim == dim:
         return fn
+    return _ShapeChecked(fn, dim, what)
 
-    @functools.wraps(fn)
-    def checked(theta):
-        check_shape(theta, (dim,), f"{what}: theta",
-                    f"This landscape has {dim} parameters; pass one point of shape ({dim},) "
-                    "(use jax.vmap for a batch of points).")
-        return fn(theta)
 
-    checked._checked_dim = dim
-    return checked
+def _formula(fn: Callable, *constants) -> Callable:
+    """``theta -> fn(*constants, theta)`` as data: the constants are array leaves, ``fn`` is static."""
+    return jax.tree_util.Partial(fn, *(jnp.asarray(c) for c in constants))
 
 
 def quadratic(eigenvalues, angle: float = 0.0, eigenvectors=None, center=None) -> Landscape:
@@ -95,15 +113,7 @@ def quadratic(eigenvalues, angle: float = 0.0, eigenvectors=None, center=None) -
     cen = np.zeros(d) if center is None else np.asarray(center, dtype=float)
     if cen.shape != (d,):
         raise ValueError(f"center must have shape ({d},), got {cen.shape}.")
-    Aj, cj = jnp.asarray(A), jnp.asarray(cen)
-
-    def loss(theta):
-        r = theta - cj
-        return 0.5 * r @ (Aj @ r)
-
-    def hessian(theta):
-        return Aj
-
+    loss, hessian = _formula(_quadratic_loss, A, cen), _formula(_quadratic_hessian, A)
     minima = (cen,) if np.all(lam > 0) else ()
     start = cen + U @ np.ones(d)
     return Landscape("quadratic", loss, hessian, d, minima, start,
@@ -118,13 +128,7 @@ def saddle(a: float = 1.0, b: float = 1.0) -> Landscape:
     Book: chapter 4, §Saddles and maxima.
     """
 
-    def loss(t):
-        x, y = t[0], t[1]
-        return 0.5 * a * x**2 - 0.5 * b * y**2 + 0.25 * b * y**4
-
-    def hessian(t):
-        y = t[1]
-        return jnp.array([[a, 0.0 * y], [0.0 * y, -b + 3 * b * y**2]])
+    loss, hessian = _formula(_saddle_loss, a, b), _formula(_saddle_hessian, a, b)
 
     return Landscape("saddle", loss, hessian, 2, (np.array([0.0, 1.0]), np.array([0.0, -1.0])),
                      np.array([1.0, 1e-3]), ((-1.5, 1.5), (-1.5, 1.5)), {"a": a, "b": b})
@@ -138,13 +142,7 @@ def double_well(kappa: float = 1.0) -> Landscape:
     Book: chapter 5, §Beyond quadratics.
     """
 
-    def loss(t):
-        x, y = t[0], t[1]
-        return 0.25 * (x**2 - 1) ** 2 + 0.5 * kappa * y**2
-
-    def hessian(t):
-        x = t[0]
-        return jnp.array([[3 * x**2 - 1, 0.0 * x], [0.0 * x, kappa + 0.0 * x]])
+    loss, hessian = _formula(_double_well_loss, kappa), _formula(_double_well_hessian, kappa)
 
     return Landscape("double well", loss, hessian, 2, (np.array([1.0, 0.0]), np.array([-1.0, 0.0])),
                      np.array([0.2, 1.0]), ((-1.8, 1.8), (-1.5, 1.5)), {"kappa": kappa})
@@ -158,14 +156,7 @@ def rosenbrock(a: float = 1.0, b: float = 100.0) -> Landscape:
     Book: chapter 5, §Beyond quadratics.
     """
 
-    def loss(t):
-        x, y = t[0], t[1]
-        return (a - x) ** 2 + b * (y - x**2) ** 2
-
-    def hessian(t):
-        x, y = t[0], t[1]
-        return jnp.array([[2 - 4 * b * (y - x**2) + 8 * b * x**2, -4 * b * x],
-                          [-4 * b * x, 2 * b + 0.0 * x]])
+    loss, hessian = _formula(_rosenbrock_loss, a, b), _formula(_rosenbrock_hessian, a, b)
 
     return Landscape("Rosenbrock", loss, hessian, 2, (np.array([a, a * a]),),
                      np.array([-1.0, 1.5]), ((-2.0, 2.0), (-1.0, 3.0)), {"a": a, "b": b})
@@ -199,14 +190,8 @@ def local_minimum(c: float = 0.2, kappa: float = 1.0, eps: float = 0.25) -> Land
     if not 0 < c < 1 or kappa <= 0 or eps <= 0:
         raise ValueError(f"local_minimum needs 0 < c < 1, kappa > 0 and eps > 0; got c={c}, kappa={kappa}, eps={eps}.")
 
-    def loss(t):
-        x, y = t[0], t[1]
-        return x**4 / 4 - c * x**3 / 3 - x**2 / 2 + c * x + 0.5 * y**2 * (kappa * (1 + x) ** 2 + eps)
-
-    def hessian(t):
-        x, y = t[0], t[1]
-        return jnp.array([[3 * x**2 - 2 * c * x - 1 + kappa * y**2, 2 * kappa * y * (1 + x)],
-                          [2 * kappa * y * (1 + x), kappa * (1 + x) ** 2 + eps]])
+    loss = _formula(_local_minimum_loss, c, kappa, eps)
+    hessian = _formula(_local_minimum_hessian, c, kappa, eps)
 
     glob, loc, sad = np.array([-1.0, 0.0]), np.array([1.0, 0.0]), np.array([c, 0.0])
     params = {
@@ -219,3 +204,57 @@ def local_minimum(c: float = 0.2, kappa: float = 1.0, eps: float = 0.25) -> Land
     }
     return Landscape("local minimum", loss, hessian, 2, (glob, loc), np.array([1.2, 0.3]),
                      ((-1.8, 1.8), (-1.4, 1.4)), params)
+
+
+# --------------------------------------------------------------------------- the formulas (module level: data, not closures)
+
+
+def _quadratic_loss(A, c, theta):
+    r = theta - c
+    return 0.5 * r @ (A @ r)
+
+
+def _quadratic_hessian(A, theta):
+    return A
+
+
+def _saddle_loss(a, b, t):
+    x, y = t[0], t[1]
+    return 0.5 * a * x**2 - 0.5 * b * y**2 + 0.25 * b * y**4
+
+
+def _saddle_hessian(a, b, t):
+    y = t[1]
+    return jnp.array([[a, 0.0 * y], [0.0 * y, -b + 3 * b * y**2]])
+
+
+def _double_well_loss(kappa, t):
+    x, y = t[0], t[1]
+    return 0.25 * (x**2 - 1) ** 2 + 0.5 * kappa * y**2
+
+
+def _double_well_hessian(kappa, t):
+    x = t[0]
+    return jnp.array([[3 * x**2 - 1, 0.0 * x], [0.0 * x, kappa + 0.0 * x]])
+
+
+def _rosenbrock_loss(a, b, t):
+    x, y = t[0], t[1]
+    return (a - x) ** 2 + b * (y - x**2) ** 2
+
+
+def _rosenbrock_hessian(a, b, t):
+    x, y = t[0], t[1]
+    return jnp.array([[2 - 4 * b * (y - x**2) + 8 * b * x**2, -4 * b * x],
+                      [-4 * b * x, 2 * b + 0.0 * x]])
+
+
+def _local_minimum_loss(c, kappa, eps, t):
+    x, y = t[0], t[1]
+    return x**4 / 4 - c * x**3 / 3 - x**2 / 2 + c * x + 0.5 * y**2 * (kappa * (1 + x) ** 2 + eps)
+
+
+def _local_minimum_hessian(c, kappa, eps, t):
+    x, y = t[0], t[1]
+    return jnp.array([[3 * x**2 - 2 * c * x - 1 + kappa * y**2, 2 * kappa * y * (1 + x)],
+                      [2 * kappa * y * (1 + x), kappa * (1 + x) ** 2 + eps]])

@@ -1,4 +1,5 @@
 """The flows of chapters 1–3 against gradient descent, in float64."""
+import logging
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -364,3 +365,72 @@ def test_step_factors_of_the_four_models(xx):
     np.testing.assert_allclose(pf, 1 - xx, rtol=1e-9)
     np.testing.assert_allclose(ngf, np.exp(-xx), rtol=1e-9)
     np.testing.assert_allclose(igr, np.exp(-xx * (1 + xx / 2)), rtol=1e-9)
+
+
+# ---------------------------------------------------------------- flows as data: one compilation, jit, vmap
+
+def _double_well(t):
+    return 0.25 * (t[0] ** 2 - 1) ** 2 + 0.5 * t[1] ** 2
+
+
+def count_compilations(caplog, call):
+    """How many XLA compilations ``call()`` triggers (JAX logs each one under ``jax.log_compiles``)."""
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        call()
+    return sum("Compiling" in r.getMessage() for r in caplog.records)
+
+
+def test_integrate_compiles_once_for_every_h(caplog):
+    """Fields are data (h an array leaf): repeated integrate calls of one structure reuse one
+    compilation whatever h, start and time grid; so do two landscapes of one kind."""
+    ts = jnp.linspace(0.0, 1.0, 5)
+    y0 = jnp.array([0.3, 0.5])
+    first = count_compilations(caplog, lambda: flows.integrate(flows.igr_flow(_double_well, 0.1), y0, ts))
+    assert first >= 1                               # the counter sees compilations at all
+    for h, start, grid in [(0.2, y0 / 2, ts + 1.0), (0.3, -y0, 2 * ts), (0.45, y0, ts)]:
+        assert count_compilations(caplog, lambda: flows.integrate(flows.igr_flow(_double_well, h), start, grid)) == 0
+    pf = lambda kappa: flows.principal_flow(landscapes.double_well(kappa).loss, 0.3)  # noqa: E731
+    z0 = y0.astype(complex)
+    assert count_compilations(caplog, lambda: flows.integrate(pf(1.0), z0, ts, method="rk4", substeps=4)) >= 1
+    assert count_compilations(caplog, lambda: flows.integrate(pf(2.0), z0, ts, method="rk4", substeps=4)) == 0
+
+
+def test_gradient_descent_and_integrate_under_jit_and_vmap_over_h():
+    """Traced h: vmap over h gives the calls one at a time (the same float64 operations, so equal to
+    rounding: rtol 1e-12 is ~1e4 ulps)."""
+    hs = jnp.array([0.1, 0.4, 0.7])
+    y0 = jnp.array([0.3, 0.5])
+    ts = jnp.linspace(0.0, 1.0, 3)
+    gd = jax.vmap(lambda h: flows.gradient_descent(_double_well, y0, h, 6))(hs)
+    gd_jit = jax.jit(lambda h: flows.gradient_descent(_double_well, y0, h, 6))
+    flow = lambda h: flows.integrate(flows.igr_flow(_double_well, h), y0, ts, method="rk4", substeps=8)  # noqa: E731
+    igr = jax.vmap(flow)(hs)
+    for i, h in enumerate(np.asarray(hs)):
+        np.testing.assert_allclose(gd[i], flows.gradient_descent(_double_well, y0, float(h), 6), rtol=1e-12)
+        np.testing.assert_allclose(gd_jit(h), gd[i], rtol=1e-12)
+        np.testing.assert_allclose(igr[i], flow(float(h)), rtol=1e-12)
+        np.testing.assert_allclose(jax.jit(flow)(h), igr[i], rtol=1e-12)
+
+
+def test_errors_inside_jit_reach_the_user_as_the_message():
+    """Under tracing the divergence checks run in compiled code (equinox.error_if): under
+    equinox.filter_jit the user gets EquinoxRuntimeError with the message; under jax.jit the same
+    message inside JAX's runtime error."""
+    E = lambda t: 5.0 * jnp.sum(t**2)  # noqa: E731   h lambda = 10: diverges
+    gd = lambda h: flows.gradient_descent(E, jnp.ones(2), h, 400)  # noqa: E731
+    with pytest.raises(eqx.EquinoxRuntimeError, match="stability threshold 2/lambda_max") as caught:
+        eqx.filter_jit(gd)(1.0)
+    assert "CpuCallback" not in str(caught.value)
+    with pytest.raises(Exception, match="stability threshold 2/lambda_max"):
+        jax.jit(gd)(1.0)
+    nan = lambda h: flows.gradient_descent(lambda t: jnp.sum(jnp.sqrt(t)), jnp.array([0.5, 1.0]), h, 5)  # noqa: E731
+    with pytest.raises(eqx.EquinoxRuntimeError, match="gradient of E is NaN at an ordinary finite iterate"):
+        eqx.filter_jit(nan)(0.6)
+    blow = lambda y0: flows.integrate(lambda t: t**2, y0, jnp.array([0.0, 2.0]), method="rk4", substeps=50)  # noqa: E731
+    with pytest.raises(eqx.EquinoxRuntimeError, match="the flow is not finite from some time on") as caught:
+        eqx.filter_jit(blow)(jnp.ones(1))
+    assert "CpuCallback" not in str(caught.value)
+    solver = lambda y0: flows.integrate(lambda t: t**2, y0, jnp.array([0.0, 2.0]))  # noqa: E731
+    with pytest.raises(eqx.EquinoxRuntimeError, match="solver stopped early"):
+        eqx.filter_jit(solver)(jnp.ones(1))

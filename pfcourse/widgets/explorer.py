@@ -24,12 +24,12 @@ Book: chapter 4 (regimes) and chapter 5 (landscapes), §Explore it yourself.
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -83,10 +83,10 @@ SCENES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _landscape(name: str) -> landscapes.Landscape:
-    # one Landscape object per name: the same loss function keeps JAX's compilation caches warm
-    return SCENES[name].make()
+@eqx.filter_jit
+def _losses(E, points):
+    """``E`` at each row of ``points`` (one compilation per landscape kind: ``E`` is data)."""
+    return jax.vmap(E)(points)
 
 
 def _check_name(name: str) -> Scene:
@@ -124,6 +124,25 @@ def _clip_escape(points: np.ndarray, bounds, factor: float = 20.0) -> np.ndarray
         points = points.astype(complex if np.iscomplexobj(points) else float).copy()
         points[int(np.argmax(far)):] = np.nan
     return points
+
+
+def _flow_curves(L: landscapes.Landscape, models, x0, h: float, ts, substeps: int):
+    """``(curves, errors)``: each flow of ``models`` integrated from ``x0`` at ``ts`` (RK4), or the
+    short message of its error (a flow that diverges or is singular is part of the story)."""
+    curves, errors = {}, {}
+    fields = {"NGF": lambda: flows.gradient_flow(L.loss), "IGR": lambda: flows.igr_flow(L.loss, h),
+              "PF": lambda: flows.principal_flow(L.loss, h)}
+    for m in models:
+        try:
+            if m == "PF" and L.name == "quadratic":
+                sol = flows.quadratic_pf_solution(L.params["A"], x0, h, ts, center=L.params["center"])
+            else:
+                y0 = x0.astype(jnp.complex128) if m == "PF" else x0
+                sol = flows.integrate(fields[m](), y0, ts, method="rk4", substeps=substeps)
+            curves[m] = _clip_escape(np.asarray(sol), L.bounds)
+        except Exception as err:  # noqa: BLE001  the error is shown in the widget
+            errors[m] = _short_message(err)
+    return curves, errors
 
 
 def compute_state(
@@ -169,31 +188,16 @@ def compute_state(
     steps = scene.steps if steps is None else int(steps)
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}.")
-    L = _landscape(landscape_name)
+    L = scene.make()  # landscapes are data: a fresh one reuses every compilation of the last one
     x0 = jnp.asarray(scene.start if start is None else start, dtype=jnp.float64)
 
     gd, diverged = _gd_until_divergence(L.loss, x0, h, steps)
     n = len(gd) - 1
     ts = h * np.arange(n * points_per_step + 1) / points_per_step if n > 0 else np.zeros(1)
-    curves, errors = {}, {}
-    fields = {"NGF": lambda: flows.gradient_flow(L.loss), "IGR": lambda: flows.igr_flow(L.loss, h),
-              "PF": lambda: flows.principal_flow(L.loss, h)}
-    for m in models:
-        if m == "GD" or n == 0:
-            continue
-        try:
-            if m == "PF" and L.name == "quadratic":
-                sol = flows.quadratic_pf_solution(L.params["A"], x0, h, ts, center=L.params["center"])
-            else:
-                y0 = x0.astype(jnp.complex128) if m == "PF" else x0
-                sol = flows.integrate(fields[m](), y0, ts, method="rk4", substeps=substeps)
-            curves[m] = _clip_escape(np.asarray(sol), L.bounds)
-        except Exception as err:  # a flow that diverges or is singular is part of the story
-            errors[m] = _short_message(err)
-    loss = jax.jit(jax.vmap(L.loss))
-    losses = {"GD": np.asarray(loss(jnp.asarray(gd)))}
+    curves, errors = _flow_curves(L, [m for m in models if m != "GD"] if n > 0 else [], x0, h, ts, substeps)
+    losses = {"GD": np.asarray(_losses(L.loss, jnp.asarray(gd)))}
     for m, pts in curves.items():
-        losses[m] = np.asarray(loss(jnp.asarray(pts.real)))
+        losses[m] = np.asarray(_losses(L.loss, jnp.asarray(pts.real)))
     k = int(np.clip(at_step, 0, n))
     point = gd[k]
     lam = np.asarray(spectral.hessian_eigh(L.loss, jnp.asarray(point))[0])
