@@ -6,6 +6,7 @@ The package behind the course book. Core mathematics (no plotting, no data):
   the principal flow), the exact principal flow of a quadratic, and :func:`~pfcourse.flows.integrate`.
 - :mod:`pfcourse.spectral`: Hessian-vector products, dense Hessians, Lanczos, sharpness.
 - :mod:`pfcourse.symbolic`: backward error analysis of explicit Euler in SymPy.
+- :mod:`pfcourse.stability`: growth rates and regimes along one eigen-direction (chapter 4).
 - :mod:`pfcourse.landscapes`: the toy losses the chapters use.
 
 Training (uses the core): :mod:`pfcourse.training`, the one training loop: any optax optimiser, the
