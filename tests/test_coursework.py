@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import re
 import shutil
 import subprocess
 import sys
@@ -256,47 +255,3 @@ def test_student_version_scores_zero_not_answered(graded, source):
     rows = {q: r for (sub, q), r in graded.items() if sub == f"{source.stem}-student"}
     assert rows and all(r["status"] == "not-answered" and float(r["score"]) == 0 for r in rows.values()), rows
 
-
-# ---------------------------------------------------------------- hiding solutions in the book
-
-
-def _mini_book(tmp_path: Path) -> Path:
-    (tmp_path / "book").mkdir(parents=True)
-    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")
-    shutil.copytree(ROOT / "tools", tmp_path / "tools", dirs_exist_ok=True)  # its local_extensions
-    shutil.copy(ROOT / "references.bib", tmp_path / "references.bib")
-    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/page\n")
-    header = ("---\njupytext:\n  text_representation:\n    extension: .md\n    format_name: myst\n"
-              "kernelspec:\n  display_name: Python 3\n  language: python\n  name: python3\n---\n\n")
-    (tmp_path / "book" / "page.md").write_text(header + (
-        "# A page\n\n:::{exercise}\n:label: ex-one\n\nFirst exercise.\n:::\n\n"
-        ":::{solution} ex-one\n:class: dropdown\n\nPLAIN-SOLUTION-TEXT\n:::\n\n"
-        ":::{exercise}\n:label: ex-two\n\nSecond exercise.\n:::\n\n"
-        ":::{solution-start} ex-two\n:class: dropdown\n:::\n\nGATED-SOLUTION-TEXT\n\n"
-        "```{code-cell} ipython3\nprint('GATED' + '-OUTPUT')\n```\n\n:::{solution-end}\n:::\n"))
-    return tmp_path
-
-
-def _build(book: Path, hide: bool) -> str:
-    sys.path.insert(0, str(ROOT))
-    import dev
-
-    env = dev._env()
-    env.pop(common.HIDE_SOLUTIONS_ENV, None)
-    if hide:
-        env[common.HIDE_SOLUTIONS_ENV] = "1"
-    cmd = [str(dev.BIN / "jupyter-book"), "build", str(book), "--path-output", str(book),
-           "--config", str(book / "_config.yml"), "--toc", str(book / "_toc.yml"), "-W", "-n", "--keep-going"]
-    result = subprocess.run(cmd, cwd=book, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return (book / "_build" / "html" / "book" / "page.html").read_text()
-
-
-def test_solutions_are_collapsed_by_default_and_the_switch_hides_them(tmp_path):
-    shown = _build(_mini_book(tmp_path / "shown"), hide=False)
-    assert "PLAIN-SOLUTION-TEXT" in shown and "GATED-SOLUTION-TEXT" in shown and "GATED-OUTPUT" in shown
-    assert re.search(r'class="[^"]*solution[^"]*dropdown', shown), "solutions are collapsed (dropdown)"
-    hidden = _build(_mini_book(tmp_path / "hidden"), hide=True)
-    assert "First exercise" in hidden and "Second exercise" in hidden
-    for text in ("PLAIN-SOLUTION-TEXT", "GATED-SOLUTION-TEXT", "GATED-OUTPUT"):
-        assert text not in hidden, f"{text} is shown although solutions are hidden"
