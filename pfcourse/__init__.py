@@ -5,6 +5,8 @@ The package behind the course book. Core mathematics (no plotting, no data):
 - :mod:`pfcourse.flows`: gradient descent and the flows that model it (gradient flow, IGR,
   the principal flow), the exact principal flow of a quadratic, and :func:`~pfcourse.flows.integrate`.
 - :mod:`pfcourse.spectral`: Hessian-vector products, dense Hessians, Lanczos, sharpness.
+- :mod:`pfcourse.krylov`: functions of the Hessian applied to a vector by Lanczos, :math:`f(H)v`; the
+  principal flow's field without an eigendecomposition, at real and complex states.
 - :mod:`pfcourse.symbolic`: backward error analysis of explicit Euler in SymPy.
 - :mod:`pfcourse.stability`: growth rates and regimes along one eigen-direction (chapter 4).
 - :mod:`pfcourse.landscapes`: the toy losses the chapters use.
@@ -15,7 +17,8 @@ top of the Hessian's spectrum tracked on a schedule (chapters 6-8).
 Experiments (use the core): :mod:`pfcourse.data` (digits, CIFAR-10), :mod:`pfcourse.models`
 (MLPs and losses), :mod:`pfcourse.eos` (full-batch GD with sharpness tracking, chapter 6),
 :mod:`pfcourse.dal` (drift-adjusted learning rates as an optax transformation, chapter 7),
-:mod:`pfcourse.central_flow` (the central flow at the edge of stability, chapter 8).
+:mod:`pfcourse.central_flow` (the central flow at the edge of stability, chapter 8),
+:mod:`pfcourse.one_step` (one GD step against gradient flow, IGR and the PF on a network, chapter 5).
 
 Presentation (uses both): :mod:`pfcourse.plots`, :mod:`pfcourse.widgets` and the CLI
 (``python -m pfcourse``). The instructor's tool (Colab notebooks, assignments, the autograder) is not
