@@ -47,12 +47,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_int, check_learning_rate, check_shape, flat_loss, is_concrete, require_finite
-from .flows import BRANCHES, Branch, pf_coefficient
+from .flows import BRANCHES, Branch, VectorField, pf_coefficient
 
 PyTree = Any
 
 __all__ = [
     "KrylovInfo",
+    "PrincipalFlowKrylov",
     "hessian_function_times",
     "principal_flow_krylov",
     "symmetric_lanczos_function",
@@ -182,6 +183,27 @@ def _check_krylov_settings(num_iter, tol, check_every) -> None:
         raise ValueError(f"tol must be None (run num_iter steps) or a relative error in (0, 1) such as 1e-8, got {tol!r}.")
 
 
+def _checked_vector(matvec: Callable, v) -> jax.Array:
+    """``v`` as a finite flat inexact vector, complex if ``matvec`` is; refuses an isotropic complex ``v``."""
+    v = jnp.asarray(v)
+    if v.ndim != 1 or v.shape[0] == 0:
+        raise ValueError(f"v must be a non-empty flat vector of shape (D,), got shape {v.shape}; flatten a pytree "
+                         "with jax.flatten_util.ravel_pytree.")
+    if not jnp.issubdtype(v.dtype, jnp.inexact):
+        v = v.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    v = require_finite(v, "symmetric_lanczos_function: v has NaN or inf entries; pass a finite vector.")
+    out = jax.eval_shape(matvec, v)
+    check_shape(out, v.shape, "matvec(v)", "matvec must map (D,) vectors to (D,) vectors.")
+    v = v.astype(jnp.result_type(v.dtype, out.dtype))  # a complex A with a real v: work in complex
+    if is_concrete(v) and np.iscomplexobj(v):
+        vv, nn = complex(np.asarray(v) @ np.asarray(v)), float(np.linalg.norm(np.asarray(v))) ** 2
+        if nn > 0 and abs(vv) <= BREAKDOWN * nn:
+            raise ValueError(f"symmetric_lanczos_function: v is (almost) isotropic, |v^T v| = {abs(vv):.2e} <= "
+                             f"{BREAKDOWN:.0e} ||v||^2, so the complex symmetric Lanczos process cannot start. "
+                             "Perturb v, or use a Hermitian method if A is Hermitian.")
+    return v
+
+
 def symmetric_lanczos_function(
     matvec: Callable[[jax.Array], jax.Array],
     v: jax.Array,
@@ -230,23 +252,8 @@ def symmetric_lanczos_function(
             ``v`` with :math:`v^\top v \approx 0`.
         equinox.EquinoxRuntimeError: a serious breakdown of the complex symmetric recurrence (also under ``jit``).
     """
-    v = jnp.asarray(v)
-    if v.ndim != 1 or v.shape[0] == 0:
-        raise ValueError(f"v must be a non-empty flat vector of shape (D,), got shape {v.shape}; flatten a pytree "
-                         "with jax.flatten_util.ravel_pytree.")
+    v = _checked_vector(matvec, v)
     _check_krylov_settings(num_iter, tol, check_every)
-    if not jnp.issubdtype(v.dtype, jnp.inexact):
-        v = v.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
-    v = require_finite(v, "symmetric_lanczos_function: v has NaN or inf entries; pass a finite vector.")
-    out = jax.eval_shape(matvec, v)
-    check_shape(out, v.shape, "matvec(v)", "matvec must map (D,) vectors to (D,) vectors.")
-    v = v.astype(jnp.result_type(v.dtype, out.dtype))  # a complex A with a real v: work in complex
-    if is_concrete(v) and np.iscomplexobj(v):
-        vv, nn = complex(np.asarray(v) @ np.asarray(v)), float(np.linalg.norm(np.asarray(v))) ** 2
-        if nn > 0 and abs(vv) <= BREAKDOWN * nn:
-            raise ValueError(f"symmetric_lanczos_function: v is (almost) isotropic, |v^T v| = {abs(vv):.2e} <= "
-                             f"{BREAKDOWN:.0e} ||v||^2, so the complex symmetric Lanczos process cannot start. "
-                             "Perturb v, or use a Hermitian method if A is Hermitian.")
     m = min(num_iter, v.shape[0])
     result, info = _krylov_loop(lambda x: jnp.asarray(matvec(x), v.dtype), v, f, m, tol, check_every)
     result = eqx.error_if(result, info.breakdown, _BREAKDOWN_MESSAGE)
@@ -315,6 +322,30 @@ def hessian_function_times(
     return (unravel(out[0]), out[1]) if return_info else unravel(out)
 
 
+class PrincipalFlowKrylov(VectorField):
+    r"""The field of :func:`principal_flow_krylov` as data: the loss, ``h`` (an array leaf), the branch
+    and the Krylov settings (static)."""
+
+    loss: Callable
+    h: jax.Array
+    branch: str = eqx.field(static=True, default="side")
+    num_iter: int = eqx.field(static=True, default=60)
+    tol: float | None = eqx.field(static=True, default=1e-9)
+    check_every: int = eqx.field(static=True, default=5)
+
+    def __call__(self, theta: PyTree) -> PyTree:
+        theta = require_finite(theta, "principal_flow_krylov: the field is not finite at theta: theta has NaN or "
+                                      "inf entries (inside integrate: the flow diverged; integrate over a shorter span).")
+        complex_state = jnp.iscomplexobj(jax.flatten_util.ravel_pytree(theta)[0])
+        flat, unravel, g, matvec = _hessian_matvec(self.loss, theta, complex_state)
+        alpha = lambda lam: pf_coefficient(self.h * lam, self.branch)  # noqa: E731
+        out, info = symmetric_lanczos_function(matvec, g, alpha, self.num_iter, tol=self.tol,
+                                               check_every=self.check_every, return_info=True)
+        if self.tol is not None:
+            out = eqx.error_if(out, info.error_estimate > self.tol, _unconverged_message(self.num_iter, self.tol))
+        return unravel(out)
+
+
 def principal_flow_krylov(
     E: Callable[[PyTree], jax.Array],
     h: float,
@@ -323,7 +354,7 @@ def principal_flow_krylov(
     num_iter: int = 60,
     tol: float | None = 1e-9,
     check_every: int = 5,
-) -> Callable[[PyTree], PyTree]:
+) -> PrincipalFlowKrylov:
     r"""The principal flow's field without an eigendecomposition of :math:`H`:
 
     .. math:: \dot\theta = \tfrac1h\log(I - hH)H^{-1}\nabla E = f(H)\nabla E, \qquad
@@ -339,7 +370,7 @@ def principal_flow_krylov(
     Ritz values converge to the outlying eigenvalues first, which are the ones where :math:`\alpha`
     differs most from gradient flow's :math:`-1`.
 
-    Book: chapter 5, §The PF on a real network.
+    Book: chapter 5, eq. ``eq-beyond-krylov-pf``, §The PF on a real network.
 
     Args:
         E: the loss, a scalar analytic function of a pytree.
@@ -350,28 +381,17 @@ def principal_flow_krylov(
         check_every: Lanczos steps between error estimates.
 
     Returns:
-        The field ``theta -> dtheta/dt`` (a complex pytree like ``theta``), for :func:`pfcourse.flows.integrate`.
-        Under ``jit`` it raises (``equinox.EquinoxRuntimeError``) when ``theta`` is not finite, when
-        the estimate stays above ``tol`` after ``num_iter`` steps, or on a breakdown.
+        The field ``theta -> dtheta/dt`` (a complex pytree like ``theta``), an equinox Module
+        (:class:`PrincipalFlowKrylov`, like the fields of :mod:`pfcourse.flows`), for
+        :func:`pfcourse.flows.integrate`. It raises (``equinox.EquinoxRuntimeError`` under ``jit``)
+        when ``theta`` is not finite, when the estimate stays above ``tol`` after ``num_iter`` steps,
+        or on a breakdown.
     """
     check_learning_rate(h)
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}.")
     _check_krylov_settings(num_iter, tol, check_every)
-    alpha = lambda lam: pf_coefficient(h * lam, branch)  # noqa: E731
-
-    def field(theta):
-        theta = require_finite(theta, "principal_flow_krylov: the field is not finite at theta: theta has NaN or "
-                                      "inf entries (inside integrate: the flow diverged; integrate over a shorter span).")
-        complex_state = jnp.iscomplexobj(jax.flatten_util.ravel_pytree(theta)[0])
-        flat, unravel, g, matvec = _hessian_matvec(E, theta, complex_state)
-        out, info = symmetric_lanczos_function(matvec, g, alpha, num_iter, tol=tol, check_every=check_every,
-                                               return_info=True)
-        if tol is not None:
-            out = eqx.error_if(out, info.error_estimate > tol, _unconverged_message(num_iter, tol))
-        return unravel(out)
-
-    return field
+    return PrincipalFlowKrylov(E, jnp.asarray(h), branch, num_iter, tol, check_every)
 
 
 def _unconverged_message(num_iter: int, tol: float) -> str:

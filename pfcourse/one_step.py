@@ -13,7 +13,6 @@ vanishes on a quadratic (chapter 3) and measures here how far the network is fro
 ======================================  ===================================================  =========
 function                                computes                                             book
 ======================================  ===================================================  =========
-:func:`rk4_flow`                        the time-:math:`T` flow of a field, classical RK4    chapter 5
 :func:`one_step_errors`                 the table above at a list of iterates                chapter 5
 :func:`digits_edge_run`                 a GD run of a tanh MLP on digits, sharpness tracked  chapter 5
 ======================================  ===================================================  =========
@@ -34,40 +33,22 @@ from ._checks import check_int, check_learning_rate
 PyTree = Any
 FLOWS = ("NGF", "IGR", "PF")
 
-__all__ = ["FLOWS", "digits_edge_run", "one_step_errors", "rk4_flow"]
-
-
-def rk4_flow(field: Callable[[jax.Array], jax.Array], y0: jax.Array, T: float, substeps: int) -> jax.Array:
-    r"""The state at time ``T`` of :math:`\dot y = f(y)` from ``y0``, by ``substeps`` classical RK4 steps.
-
-    .. math:: k_1 = f(y),\ k_2 = f(y + \tfrac\delta2 k_1),\ k_3 = f(y + \tfrac\delta2 k_2),\
-              k_4 = f(y + \delta k_3),\quad y \leftarrow y + \tfrac\delta6(k_1 + 2k_2 + 2k_3 + k_4),
-              \quad \delta = T/\text{substeps}.
-
-    The method of :func:`pfcourse.flows.integrate` with ``method="rk4"``, on a flat (real or complex)
-    state, traceable, so that one compiled function serves many starts (``integrate`` checks its
-    inputs concretely and compiles per call). Its error is :math:`O(\delta^4)`.
-    Book: chapter 5, §The PF on a real network.
-    """
-    dt = T / substeps
-
-    def step(_, y):
-        k1 = field(y)
-        k2 = field(y + 0.5 * dt * k1)
-        k3 = field(y + 0.5 * dt * k2)
-        k4 = field(y + dt * k3)
-        return y + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-
-    return jax.lax.fori_loop(0, substeps, step, y0)
+__all__ = ["FLOWS", "digits_edge_run", "one_step_errors"]
 
 
 def _flow_maps(E_flat: Callable, h: float, substeps: int, num_iter: int) -> dict:
-    """``{name: jitted y0 -> state at t = h}``; the PF's with a complex state, its Krylov field at a
-    fixed dimension ``num_iter``, with ``substeps`` and ``substeps // 2`` RK4 steps (two results)."""
+    """``{name: x -> state at t = h}`` by :func:`pfcourse.flows.integrate` (RK4, ``substeps`` steps; the
+    fields are Modules, so each compiles once for all starts). The PF's map, from a complex state with
+    its Krylov field at the fixed dimension ``num_iter``, returns the results of ``substeps`` and
+    ``substeps // 2`` steps."""
+    ts = jnp.array([0.0, h])
     pf = krylov.principal_flow_krylov(E_flat, h, num_iter=num_iter, tol=None)
-    maps = {"NGF": flows.gradient_flow(E_flat), "IGR": flows.igr_flow(E_flat, h)}
-    maps = {name: jax.jit(lambda y, f=f: rk4_flow(f, y, h, substeps)) for name, f in maps.items()}
-    maps["PF"] = jax.jit(lambda y: (rk4_flow(pf, y, h, substeps), rk4_flow(pf, y, h, substeps // 2)))
+
+    def at_h(field, n):
+        return lambda x: flows.integrate(field, x, ts, method="rk4", substeps=n)[-1]
+
+    maps = {"NGF": at_h(flows.gradient_flow(E_flat), substeps), "IGR": at_h(flows.igr_flow(E_flat, h), substeps)}
+    maps["PF"] = lambda x: (at_h(pf, substeps)(x), at_h(pf, substeps // 2)(x))
     return maps
 
 
@@ -83,9 +64,10 @@ def one_step_errors(
     r"""The one-step error of gradient flow, IGR and the PF against GD, from each of ``thetas``.
 
     For each :math:`\theta_n` in ``thetas``: :math:`\theta_{n+1} = \theta_n - h\nabla E(\theta_n)`, and each
-    flow integrated for time :math:`h` (:func:`rk4_flow`, ``substeps`` steps). The PF runs with a
-    complex state and its field :math:`f(H)\nabla E` by Lanczos (:func:`pfcourse.krylov.principal_flow_krylov`)
-    at one Krylov dimension :math:`m` for all starts: the smallest multiple of 5 at which the
+    flow integrated for time :math:`h` (:func:`pfcourse.flows.integrate`, RK4 with ``substeps`` steps).
+    The PF runs with a complex state and its field :math:`f(H)\nabla E` by Lanczos
+    (:func:`pfcourse.krylov.principal_flow_krylov`) at one Krylov dimension :math:`m` for all starts:
+    the smallest multiple of 5 at which the
     a-posteriori estimate at every :math:`\theta_n` is within ``tol`` (at most ``num_iter``), plus 5.
     The estimate is checked again at the PF's end states (complex), and the RK4 error of the PF is
     estimated by Richardson extrapolation from ``substeps`` and ``substeps // 2`` steps
@@ -108,7 +90,9 @@ def one_step_errors(
         ``"krylov_error_end"``: the estimate of the field's relative error at :math:`\theta_n` and at the
         PF's end state; ``"cut_distance_end"``: the smallest :math:`|\operatorname{Re}(1 - h\theta_i)|`
         over Ritz values :math:`\theta_i` at the end state below the real axis (the "side" cut is
-        :math:`\operatorname{Re} w = 0, \operatorname{Im} w < 0`); ``"krylov_dim"``: :math:`m`; ``"seconds"``: the PF's time per start (compiled).
+        :math:`\operatorname{Re} w = 0, \operatorname{Im} w < 0`); ``"singular_distance_end"``: the smallest
+        :math:`|1 - h\theta_i|` there (the coefficient is singular at 0); ``"krylov_dim"``: :math:`m`;
+        ``"seconds"``: the PF's time per start (compiled).
     """
     check_learning_rate(h)
     check_int(substeps, "substeps", minimum=2, hint="It is the number of RK4 steps over one GD step.")
@@ -123,32 +107,33 @@ def one_step_errors(
     start = [probe(x) for x in xs]
     m = min(num_iter, 5 + 5 * -(-max(int(p[1]) for p in start) // 5))
     maps = _flow_maps(E_flat, h, substeps, m)
-    rows = {k: [] for k in (*FLOWS, "PF_imag", "PF_rk4_error", "PF_imag_rk4_error", "krylov_error_end", "cut_distance_end",
-                             "seconds")}
-    for x in xs:
-        step = np.asarray(-h * jax.grad(E_flat)(x))
-        scale, target = np.linalg.norm(step), np.asarray(x) + step
-        for name in ("NGF", "IGR"):
-            rows[name].append(np.linalg.norm(np.asarray(maps[name](x)) - target) / scale)
-        clock = time.perf_counter()
-        y, y_half = jax.block_until_ready(maps["PF"](x.astype(complex)))
-        rows["seconds"].append(time.perf_counter() - clock)
-        y, y_half = np.asarray(y), np.asarray(y_half)
-        rows["PF"].append(np.linalg.norm(y.real - target) / scale)
-        rows["PF_imag"].append(np.linalg.norm(y.imag) / scale)
-        rows["PF_rk4_error"].append(np.linalg.norm((y - y_half).real) / 15 / scale)
-        rows["PF_imag_rk4_error"].append(np.linalg.norm((y - y_half).imag) / 15 / scale)
-        end = probe(jnp.asarray(y))
-        rows["krylov_error_end"].append(float(end[2]))
-        rows["cut_distance_end"].append(float(end[3]))
-    out = {k: np.asarray(v) for k, v in rows.items()}
+    rows = [_one_row(E_flat, x, h, maps, probe) for x in xs]
+    out = {k: np.array([row[k] for row in rows]) for k in rows[0]}
     out.update(h_sharpness=h * np.array([float(p[0]) for p in start]), krylov_error_start=np.array(
         [float(p[2]) for p in start]), krylov_dim=np.full(len(xs), m))
     return out
 
 
+def _one_row(E_flat: Callable, x: jax.Array, h: float, maps: dict, probe: Callable) -> dict:
+    """The entries of :func:`one_step_errors` for one start ``x`` (flat)."""
+    step = np.asarray(-h * jax.grad(E_flat)(x))
+    scale, target = np.linalg.norm(step), np.asarray(x) + step
+    row = {name: np.linalg.norm(np.asarray(maps[name](x)) - target) / scale for name in ("NGF", "IGR")}
+    clock = time.perf_counter()
+    y, y_half = jax.block_until_ready(maps["PF"](x.astype(complex)))
+    row["seconds"] = time.perf_counter() - clock
+    y, y_half = np.asarray(y), np.asarray(y_half)
+    end = probe(jnp.asarray(y))
+    row.update(PF=np.linalg.norm(y.real - target) / scale, PF_imag=np.linalg.norm(y.imag) / scale,
+               PF_rk4_error=np.linalg.norm((y - y_half).real) / 15 / scale,
+               PF_imag_rk4_error=np.linalg.norm((y - y_half).imag) / 15 / scale,
+               krylov_error_end=float(end[2]), cut_distance_end=float(end[3]),
+               singular_distance_end=float(end[4]))
+    return row
+
+
 def _probe(E_flat: Callable, x: jax.Array, h: float, num_iter: int, tol: float):
-    r"""``(lambda_0, Krylov dimension, error estimate, distance to the cut)`` of the PF field at ``x``
+    r"""``(lambda_0, Krylov dimension, error estimate, distance to the cut, min |w_i|)`` of the PF field at ``x``
     (real or complex): ``lambda_0`` is the top eigenvalue of the real part's Hessian, the distance is
     :math:`\min |\operatorname{Re} w_i|` over Ritz values with :math:`w_i = 1 - h\theta_i`,
     :math:`\operatorname{Im} w_i < 0` (``inf`` if none): how close the "side" branch's cut came."""
@@ -158,7 +143,7 @@ def _probe(E_flat: Callable, x: jax.Array, h: float, num_iter: int, tol: float):
                                             alpha, num_iter, tol=tol, return_info=True)
     w = 1 - h * info.ritz_values  # the "side" branch's cut is Re w = 0, Im w < 0
     cut = jnp.min(jnp.where(w.imag < 0, jnp.abs(w.real), jnp.inf))
-    return lam0, info.iterations, info.error_estimate, cut
+    return lam0, info.iterations, info.error_estimate, cut, jnp.min(jnp.abs(w))
 
 
 def digits_edge_run(
