@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"pfcourse": ROOT / "pfcourse", "pfcourse_instructor": ROOT / "instructor" / "pfcourse_instructor"}
 TOOLING = ("pfcourse_instructor", "nbformat", "nbclient", "jupytext", "sphinx")
 CORE = {"flows", "spectral", "krylov", "symbolic", "landscapes", "stability", "models", "data", "_checks"}
-EXPERIMENTS = {"eos", "dal", "central_flow", "one_step"}
+EXPERIMENTS = {"eos", "dal", "central_flow", "one_step", "edge_toy", "dal_sgd"}
 PRESENTATION = {"plots", "widgets", "__main__"}
 
 
