@@ -228,7 +228,7 @@ def _orthogonalise(Q: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
     Returns the orthogonalised vector and the projection coefficients ``Q @ w``.
     """
     c = Q @ w
-    return w - Q.T @ c, c
+    return w - jnp.sum(c[:, None] * Q, axis=0), c  # a reduction over rows: XLA streams Q once, in order
 
 
 def _reorthogonalise(Q: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -464,7 +464,8 @@ def _lanczos_loop(matvec: Matvec, v0: jax.Array, k: int, m: int, tol, return_inf
         q_next = jax.lax.cond(broke, fresh_direction, lambda Q: w / jnp.where(broke, 1, b), Q)
         alpha = alpha.at[j].set(a + coeffs[j])
         beta = beta.at[j].set(jnp.where(broke, 0, b))
-        return j + 1, Q.at[j + 1].set(q_next), alpha, beta, converged(alpha, beta, j)
+        Q = jax.lax.dynamic_update_slice(Q, q_next[None].astype(dtype), (j + 1, 0))  # in place
+        return j + 1, Q, alpha, beta, converged(alpha, beta, j)
 
     state = (jnp.asarray(0), Q, zeros, zeros, jnp.asarray(False))
     J, Q, alpha, beta, _ = jax.lax.while_loop(lambda s: (s[0] < m) & ~s[4], step, state)
