@@ -210,7 +210,7 @@ def run_rounds(cfg: dict, args, work: str) -> dict:
         ref_cmd = [args.reference_python, os.path.join(HERE, "torch_reference.py"), "--data",
                    os.path.join(work, "workload.npz"), "--steps", str(cfg["steps"]), "--eig-every",
                    str(cfg["eig_every"]), "--k", str(cfg["k"]), "--lr", str(cfg["lr"]), "--runs",
-                   str(args.child_runs), "--json", os.path.join(work, "ref.json")]
+                   str(args.child_runs), "--json", os.path.join(work, "ref.json"), "--device", args.reference_device]
         programs["reference"] = (ref_cmd + (["--test"] if args.test else []), os.path.join(work, "ref.json"))
     pf = me + ["--child", "pfcourse", "--child-runs", str(args.child_runs), "--out", os.path.join(work, "pf.json")]
     results = {name: [] for name in ("reference", "pfcourse, empty cache", "pfcourse, filled cache")}
@@ -404,6 +404,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds of alternating whole-process runs")
     p.add_argument("--child-runs", type=int, default=2, help="runs inside each child: the last is the warm one")
     p.add_argument("--reference-python", default=sys.executable, help="the interpreter with torch for the reference")
+    p.add_argument("--reference-device", default=None, help="torch device of the reference (default: cuda for "
+                   "gpu-full, else cpu)")
     p.add_argument("--skip-reference", action="store_true", help="time pfcourse only (no torch needed)")
     p.add_argument("--test", action="store_true", help="the reference also evaluates 1,000 test examples every step")
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed for one child")
@@ -418,6 +420,8 @@ def main(argv=None) -> int:
 
         args.config = "gpu-full" if jax.default_backend() == "gpu" else "cpu-small"
     args.config_name, cfg = args.config, dict(CONFIGS[args.config])
+    if args.reference_device is None:
+        args.reference_device = "cuda" if args.config == "gpu-full" else "cpu"
     if args.child:
         {"prepare": lambda: child_prepare(cfg, args.out), "peak": lambda: child_peak(cfg, args.out),
          "pfcourse": lambda: child_pfcourse(cfg, args.out, args.child_runs, args.compile_cache)}[args.child]()
