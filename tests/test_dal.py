@@ -531,3 +531,62 @@ def test_seed_band_draws_median_and_range_and_rejects_bad_shapes():
     with pytest.raises(ValueError, match="runs must have shape"):
         plots.seed_band(ax, np.arange(4), runs)
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- DAL with minibatches (pfcourse.dal_sgd)
+
+from pfcourse import dal_sgd, data, models  # noqa: E402
+
+
+def test_batch_indices_cover_each_example_once_per_epoch():
+    key = jax.random.key(3)
+    epoch0 = np.concatenate([np.asarray(dal_sgd.batch_indices(key, t, 10, 3)) for t in range(3)])
+    epoch1 = np.concatenate([np.asarray(dal_sgd.batch_indices(key, t, 10, 3)) for t in range(3, 6)])
+    assert len(set(epoch0.tolist())) == 9 and len(set(epoch1.tolist())) == 9      # 10 // 3 batches of 3, no repeat
+    assert not np.array_equal(epoch0, epoch1)                                     # a fresh permutation per epoch
+
+
+def _tiny_batches(n=12):
+    rng = np.random.default_rng(0)
+    x, labels = rng.normal(size=(n, 4)), rng.integers(0, 3, n)
+    apply = models.mlp_apply("tanh")
+    params = models.init_mlp(jax.random.key(0), [4, 5, 3])
+    return apply, jnp.asarray(x), jax.nn.one_hot(labels, 3), params
+
+
+def test_minibatch_of_all_examples_is_gradient_descent_and_dal_uses_the_batch():
+    apply, x, y, params = _tiny_batches()
+    batches, E = dal_sgd.BatchLoss(apply, x, y), models.full_batch_loss(apply, x, y)
+    opt = dal_sgd.minibatch_gradients(optax.sgd(0.3), batches, 12, 12, jax.random.key(1))
+    upd, state = opt.update(None, opt.init(params), params)
+    ref = jax.tree_util.tree_map(lambda g: -0.3 * g, jax.grad(E)(params))
+    # a batch of all 12 examples is a permutation of the full batch: the same mean, to rounding (float64)
+    assert np.allclose(ravel_pytree(upd)[0], ravel_pytree(ref)[0], rtol=1e-12, atol=1e-14)
+    assert int(state.count) == 1
+    # with DAL inside, the rate is DAL's on the batch loss of that step (its own HVP), not the full batch's
+    key = jax.random.key(2)
+    opt = dal_sgd.minibatch_gradients(dal.dal(1.0, 0.1), batches, 12, 4, key)
+    _, state = opt.update(None, opt.init(params), params)
+    idx = dal_sgd.batch_indices(key, 0, 12, 4)
+    want = dal_learning_rate_at(lambda p: batches(p, idx), params, 1.0, 5.0)
+    assert np.isclose(float(state.inner.rate), float(want), rtol=1e-12)
+    with pytest.raises(ValueError, match="batch_size"):
+        dal_sgd.minibatch_gradients(optax.sgd(0.1), batches, 12, 13, key)
+
+
+def test_loss_spikes_is_the_largest_rise_above_the_running_minimum():
+    loss = np.array([[4.0, 2.0, 3.0, 1.0, 1.5, np.nan], [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]])
+    assert np.allclose(dal_sgd.loss_spikes(loss), [1.5, 1.0])
+
+
+def test_dal_sgd_experiment_shapes_seeds_and_rates():
+    digits = data.load_digits(n_train=60, n_test=40, seed=0)
+    settings = [("a", 0.0, 0.2), ("b", 0.0, 0.2), ("DAL-1", 1.0, 0.1)]
+    res = dal_sgd.dal_sgd_experiment(digits, settings, 2, [64, 8, 10], steps=6, batch_size=20, dtype=jnp.float64)
+    assert res.loss.shape == (3, 2, 7) and res.rates.shape == (3, 2, 6) and res.test_accuracy.shape == (3, 2)
+    # a seed fixes the initialisation and the batches: two identical settings give identical runs
+    assert np.array_equal(res.loss[0], res.loss[1])
+    assert not np.array_equal(res.loss[0, 0], res.loss[0, 1])
+    assert np.all(res.rates[0] == 0.2) and np.all((res.rates[2] > 0) & (res.rates[2] <= 5.0))
+    assert not res.diverged.any() and np.all(res.spike >= 1.0) and np.all((res.loss_up >= 0) & (res.loss_up <= 1))
+    assert np.all(np.isfinite(res.final_sharpness)) and np.all(res.final_sharpness > 0)
