@@ -57,7 +57,7 @@ def one_step_errors(
     thetas: Sequence[PyTree],
     h: float,
     *,
-    substeps: int = 8,
+    substeps: int = 16,
     num_iter: int = 100,
     tol: float = 1e-6,
 ) -> dict[str, np.ndarray]:
@@ -77,7 +77,8 @@ def one_step_errors(
         E: scalar loss of a pytree (analytic, e.g. a ``tanh`` network with the square loss).
         thetas: the starting iterates, a sequence of pytrees (or of flat vectors).
         h: the learning rate of the GD step.
-        substeps: RK4 steps over ``[0, h]``, even.
+        substeps: RK4 steps over ``[0, h]``, even (16 resolve the edge of stability of the book's
+            network, where the component along :math:`u_0` turns by :math:`\pi`; 8 do not).
         num_iter, tol: the largest Krylov dimension and the field's relative accuracy.
 
     Returns:
