@@ -1,7 +1,9 @@
 r"""Gradient descent and the continuous-time flows that model it.
 
 A *field* is a function ``theta -> dtheta/dt``; integrating it is a separate step
-(:func:`integrate`), as in diffrax. Losses ``E(theta)`` may take any pytree, except
+(:func:`integrate`), as in diffrax. The fields built here are data, not closures: equinox Modules
+holding the loss and ``h`` (an array leaf), so one compilation of :func:`integrate` serves every
+``h``, and ``h`` can be traced (``jit``) or batched (``vmap``). Any callable works as a field too. Losses ``E(theta)`` may take any pytree, except
 :func:`principal_flow`, which needs the Hessian as a matrix and flattens the pytree itself.
 
 ======================  =========================================================  ============
