@@ -4,7 +4,8 @@
   ``pfcourse_instructor`` (``instructor/``, a second distribution) nor of what that tool needs
   (nbformat, nbclient, jupytext, Sphinx): checked on ``sys.modules`` after importing every module of
   pfcourse in a fresh interpreter, and on the source of every module (imports inside functions too).
-* Inside pfcourse, the core (flows, spectral, symbolic, landscapes, models, data) imports no
+* Inside pfcourse, the core (flows, spectral, krylov, symbolic, landscapes, stability, models, data,
+  training) imports no
   experiment (eos, dal, central_flow) and no presentation (plots, widgets, the CLI), and the
   experiments import no presentation.
 * Neither package has an import cycle between its modules (a package's ``__init__`` re-exporting
@@ -24,9 +25,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"pfcourse": ROOT / "pfcourse", "pfcourse_instructor": ROOT / "instructor" / "pfcourse_instructor"}
 TOOLING = ("pfcourse_instructor", "nbformat", "nbclient", "jupytext", "sphinx")
-CORE = {"flows", "spectral", "krylov", "symbolic", "landscapes", "stability", "models", "data", "_checks"}
+CORE = {"flows", "spectral", "krylov", "symbolic", "landscapes", "stability", "models", "data", "training",
+        "_checks"}
 EXPERIMENTS = {"eos", "dal", "central_flow", "one_step", "edge_toy", "dal_sgd"}
-PRESENTATION = {"plots", "widgets", "__main__"}
+PRESENTATION = {"plots", "widgets", "__main__", "_cache"}
 
 
 def modules(package: str) -> dict[str, Path]:
@@ -96,6 +98,13 @@ def test_pfcourse_module_imports_no_tooling_and_nothing_above_its_layer(name):
     above = PRESENTATION | EXPERIMENTS if layer in CORE else PRESENTATION if layer in EXPERIMENTS else set()
     upward = sorted(m for m in imported if _top(m, "pfcourse") in above)
     assert not upward, f"{name} imports upward: {upward}"
+
+
+def test_every_pfcourse_module_has_a_layer():
+    """A new module is placed in CORE, EXPERIMENTS or PRESENTATION above, so the check above covers it."""
+    layers = CORE | EXPERIMENTS | PRESENTATION
+    unplaced = sorted(name for name in modules("pfcourse") if _top(name, "pfcourse") not in layers | {None})
+    assert not unplaced, f"modules in no layer (add them to CORE, EXPERIMENTS or PRESENTATION): {unplaced}"
 
 
 def _cycles(package: str) -> list[list[str]]:
