@@ -5,9 +5,8 @@
   (nbformat, nbclient, jupytext, Sphinx): checked on ``sys.modules`` after importing every module of
   pfcourse in a fresh interpreter, and on the source of every module (imports inside functions too).
 * Inside pfcourse, the core (flows, spectral, krylov, symbolic, landscapes, stability, models, data,
-  training) imports no
-  experiment (eos, dal, central_flow) and no presentation (plots, widgets, the CLI), and the
-  experiments import no presentation.
+  training) imports no experiment (eos, dal, dal_sgd, central_flow, one_step, edge_toy) and no
+  presentation (plots, widgets, the CLI), and the experiments import no presentation.
 * Neither package has an import cycle between its modules (a package's ``__init__`` re-exporting
   its submodules is not one).
 """
