@@ -492,6 +492,11 @@ def _check_integrate(field, theta0, ts, method, substeps, max_steps):
     return ts, substeps, max_steps, complex_state
 
 
+# Dopri8 has 14 stages, Tsit5 7; both are FSAL (first same as last), so each step (accepted or
+# rejected) costs one fewer new evaluation; the initial step-size choice costs 2 more.
+_NEW_EVALUATIONS_PER_STEP = {"dopri8": 13, "tsit5": 6}
+
+
 def integrate(
     field: Field,
     theta0: PyTree,
@@ -547,9 +552,7 @@ def integrate(
             raise
         raise DivergenceError(_integrate_message(method, ts, None)) from err
     states = _integrate_status(states, first_bad, failed, method, ts)
-    # Dopri8 has 14 stages, Tsit5 7; both are FSAL (first same as last), so each step (accepted or
-    # rejected) costs one fewer new evaluation; the initial step-size choice costs 2.
-    evals = 4 * nsteps if method == "rk4" else {"dopri8": 13, "tsit5": 6}[method] * nsteps + 2
+    evals = 4 * nsteps if method == "rk4" else _NEW_EVALUATIONS_PER_STEP[method] * nsteps + 2
     if is_concrete(nsteps) and is_concrete(evals):
         nsteps, evals = int(nsteps), int(evals)
     return (states, {"field_evaluations": evals, "steps": nsteps}) if return_stats else states

@@ -145,6 +145,20 @@ def _flow_curves(L: landscapes.Landscape, models, x0, h: float, ts, substeps: in
     return curves, errors
 
 
+def _settings(scene: Scene, models, h, steps):
+    """``(models, h, steps)`` checked, the scene's defaults filled in."""
+    models = tuple(models)
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}; choose among {MODELS}.")
+    h = scene.h if h is None else float(h)
+    flows.check_learning_rate(h)
+    steps = scene.steps if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}.")
+    return models, h, steps
+
+
 def compute_state(
     landscape_name: str,
     h: float | None = None,
@@ -179,15 +193,7 @@ def compute_state(
       point, h_lambdas, regimes, models``.
     """
     scene = _check_name(landscape_name)
-    models = tuple(models)
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}; choose among {MODELS}.")
-    h = scene.h if h is None else float(h)
-    flows.check_learning_rate(h)
-    steps = scene.steps if steps is None else int(steps)
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}.")
+    models, h, steps = _settings(scene, models, h, steps)
     L = scene.make()  # landscapes are data: a fresh one reuses every compilation of the last one
     x0 = jnp.asarray(scene.start if start is None else start, dtype=jnp.float64)
 
