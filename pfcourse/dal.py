@@ -244,6 +244,17 @@ def dal_learning_rate(
 
     Book: chapter 7, eq. ``eq-dal``.
     """
+    _check_rate_args(p, h_max, learning_rate, step, window)
+    r = drift_ratio(g, Hg)
+    p = jnp.asarray(p, r.dtype)
+    adaptive = jnp.minimum(2.0 / jnp.power(r, p), h_max)       # r = 0: 2/0 = inf -> h_max
+    fixed = jnp.asarray(jnp.nan if learning_rate is None else learning_rate, r.dtype)
+    use_fixed = (p == 0) | ~_in_window(step if step is not None else 0, window)
+    return _guard_rate(jnp.where(use_fixed, fixed, adaptive), g, Hg, p, h_max, learning_rate)
+
+
+def _check_rate_args(p, h_max, learning_rate, step, window) -> None:
+    """:func:`dal_learning_rate`'s ``ValueError`` for concrete bad settings or missing arguments."""
     _check_config(p, h_max, learning_rate, window)
     if window is not None and step is None:
         raise ValueError("dal_learning_rate: pass step (the iteration count) together with window.")
@@ -251,12 +262,11 @@ def dal_learning_rate(
         raise ValueError("dal_learning_rate: p = 0 is gradient descent at a fixed rate; pass learning_rate.")
     if learning_rate is None and window is not None:
         raise ValueError("dal_learning_rate: outside the window the rate is the fixed learning_rate; pass it.")
-    r = drift_ratio(g, Hg)
-    p = jnp.asarray(p, r.dtype)
-    adaptive = jnp.minimum(2.0 / jnp.power(r, p), h_max)       # r = 0: 2/0 = inf -> h_max
-    fixed = jnp.asarray(jnp.nan if learning_rate is None else learning_rate, r.dtype)
-    use_fixed = (p == 0) | ~_in_window(step if step is not None else 0, window)
-    rate = jnp.where(use_fixed, fixed, adaptive)
+
+
+def _guard_rate(rate, g, Hg, p, h_max, learning_rate) -> jax.Array:
+    """``rate`` with runtime errors (under ``jit`` too) for a non-finite ``g`` or ``Hg`` and for
+    traced bad settings; ``p`` is already an array."""
     rate = eqx.error_if(rate, ~(_all_finite(g) & _all_finite(Hg)),
                         "DAL: the gradient or the Hessian-vector product is not finite (NaN or inf): "
                         "training has diverged before this step. Lower h_max or the fixed learning_rate.")
@@ -265,9 +275,8 @@ def dal_learning_rate(
         bad = bad | ~(jnp.asarray(learning_rate) > 0) | ~jnp.isfinite(jnp.asarray(learning_rate))
     else:
         bad = bad | (p == 0)
-    rate = eqx.error_if(rate, bad, "DAL: need p >= 0, h_max > 0, learning_rate > 0 (and a "
+    return eqx.error_if(rate, bad, "DAL: need p >= 0, h_max > 0, learning_rate > 0 (and a "
                         "learning_rate when p = 0); a traced setting broke this.")
-    return rate
 
 
 def _hvp(E: Loss, params: PyTree, v: PyTree, method: HVPMethod, grad=None, fd_step: float = 0.01):
@@ -322,16 +331,9 @@ class DALState(NamedTuple):
     ratio: jax.Array
 
 
-def scale_by_dal(
-    p,
-    learning_rate,
-    h_max=5.0,
-    *,
-    window: tuple[int, int | None] | None = None,
-    hvp: HVPMethod = "exact",
-    fd_step: float = 0.01,
-    flip_sign: bool = False,
-) -> optax.GradientTransformationExtraArgs:
+def scale_by_dal(p, learning_rate, h_max=5.0, *, window: tuple[int, int | None] | None = None,
+                 hvp: HVPMethod = "exact", fd_step: float = 0.01,
+                 flip_sign: bool = False) -> optax.GradientTransformationExtraArgs:
     r"""An optax transformation that multiplies the gradient by the DAL-p rate: :math:`g \mapsto h_t g`.
 
     .. math:: h_t = \min\!\Big(\frac{2}{(\|Hg\|/\|g\|)^p},\ h_{\max}\Big), \qquad g = \text{updates},
@@ -373,6 +375,22 @@ def scale_by_dal(
 
     Book: chapter 7, §DAL as an optax transformation.
     """
+    _check_transform(p, learning_rate, h_max, window, hvp, fd_step)
+    rule = dict(p=p, h_max=h_max, learning_rate=learning_rate, window=window)
+
+    def init_fn(params):
+        return _dal_init(params, learning_rate)
+
+    def update_fn(updates, state, params=None, *, loss_fn=None, hvp_fn=None, **extra_args):
+        del extra_args
+        Hg = _update_hvp(updates, params, loss_fn, hvp_fn, hvp, fd_step)
+        return _dal_update(updates, Hg, state, rule, flip_sign)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _check_transform(p, learning_rate, h_max, window, hvp, fd_step) -> None:
+    """:func:`scale_by_dal`'s ``ValueError`` for bad settings, when the transform is built."""
     if learning_rate is None:
         raise ValueError(
             "DAL: learning_rate is required (got None): it is the rate before the first update, when "
@@ -384,31 +402,36 @@ def scale_by_dal(
     if is_concrete(fd_step) and not (np.isfinite(fd_step) and fd_step > 0):
         raise ValueError(f"DAL: fd_step must be positive and finite, got {fd_step}.")
 
-    def init_fn(params):
-        dt = _float_dtype(params)
-        return DALState(count=jnp.zeros([], jnp.int32), rate=jnp.asarray(learning_rate, dt),
-                        ratio=jnp.zeros([], dt))
 
-    def update_fn(updates, state, params=None, *, loss_fn=None, hvp_fn=None, **extra_args):
-        del extra_args
-        if params is None:
-            raise ValueError("DAL: update needs params (the point where the gradient was taken).")
-        if hvp_fn is not None:
-            Hg = hvp_fn(params, updates)
-        elif loss_fn is not None:
-            Hg = _hvp(loss_fn, params, updates, hvp, grad=updates, fd_step=fd_step)
-        else:
-            raise ValueError("DAL: update needs loss_fn=E (a function params -> scalar loss) or "
-                             "hvp_fn=(params, v) -> Hv, to compute the Hessian-vector product Hg.")
-        rate = dal_learning_rate(updates, Hg, p, h_max, learning_rate=learning_rate,
-                                 step=state.count, window=window)
-        rate = rate.astype(state.rate.dtype)
-        sign = -1.0 if flip_sign else 1.0
-        new = jax.tree_util.tree_map(lambda u: (sign * rate).astype(u.dtype) * u, updates)
-        ratio = drift_ratio(updates, Hg).astype(state.ratio.dtype)
-        return new, DALState(count=optax.safe_increment(state.count), rate=rate, ratio=ratio)
+def _dal_init(params: PyTree, learning_rate) -> DALState:
+    """The state before the first update: count 0, the fixed rate, ratio 0 (in the params' float dtype)."""
+    dt = _float_dtype(params)
+    return DALState(count=jnp.zeros([], jnp.int32), rate=jnp.asarray(learning_rate, dt),
+                    ratio=jnp.zeros([], dt))
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+def _update_hvp(updates: PyTree, params: PyTree, loss_fn, hvp_fn, method: HVPMethod, fd_step) -> PyTree:
+    """:math:`Hg` with ``g = updates`` at ``params``: ``hvp_fn`` as given, else from ``loss_fn``."""
+    if params is None:
+        raise ValueError("DAL: update needs params (the point where the gradient was taken).")
+    if hvp_fn is not None:
+        return hvp_fn(params, updates)
+    if loss_fn is not None:
+        return _hvp(loss_fn, params, updates, method, grad=updates, fd_step=fd_step)
+    raise ValueError("DAL: update needs loss_fn=E (a function params -> scalar loss) or "
+                     "hvp_fn=(params, v) -> Hv, to compute the Hessian-vector product Hg.")
+
+
+def _dal_update(updates: PyTree, Hg: PyTree, state: DALState, rule: dict, flip_sign: bool):
+    r"""One update of :func:`scale_by_dal`: :math:`g \mapsto \pm h_t g` and the next :class:`DALState`.
+    ``rule`` holds ``p``, ``h_max``, ``learning_rate`` and ``window`` of :func:`dal_learning_rate`."""
+    rate = dal_learning_rate(updates, Hg, rule["p"], rule["h_max"], learning_rate=rule["learning_rate"],
+                             step=state.count, window=rule["window"])
+    rate = rate.astype(state.rate.dtype)
+    sign = -1.0 if flip_sign else 1.0
+    new = jax.tree_util.tree_map(lambda u: (sign * rate).astype(u.dtype) * u, updates)
+    ratio = drift_ratio(updates, Hg).astype(state.ratio.dtype)
+    return new, DALState(count=optax.safe_increment(state.count), rate=rate, ratio=ratio)
 
 
 def dal(
