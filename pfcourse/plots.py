@@ -134,38 +134,61 @@ def eos_dashboard(history, run: int = 0, title: str | None = None, width: float 
     current point) and returns the artists it changed.
     """
     r = history.run(run)
-    h = r["h"]
     fig, axes = plt.subplots(2, 2, figsize=(width, height), dpi=dpi)
-    (a_sharp, a_loss), (a_proj, a_pf) = axes
-    color = rate_colors([h])[0]
     last = int(r["step"][-1])
+    _eos_panels(axes, r, last)
+    artists = _eos_artists(axes, rate_colors([r["h"]])[0], last)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+
+    def update(step: int):
+        return _eos_show(artists, r, int(np.clip(step, 0, last)))
+
+    update(last)
+    return fig, update
+
+
+def _eos_limits(r) -> dict:
+    """The vertical ranges of :func:`eos_dashboard`'s four panels for run record ``r``, by panel name
+    (``None``: left to matplotlib); each takes the finite records only."""
+    h, lam, loss, proj, alpha = r["h"], r["sharpness"], r["loss"], r["projection"], r["pf_coefficient"]
+    top = np.nanmax(np.concatenate([lam, [2 / h]])) if lam.size else 2 / h
+    finite = loss[np.isfinite(loss)]
+    pmax = np.nanmax(np.abs(proj)) if np.isfinite(proj).any() else 1.0
+    fin = np.isfinite(alpha.real)
+    lo = min(-1.5, np.min(alpha.real[fin]) - 0.2) if fin.any() else -2
+    hi = max(np.pi / 2, np.max(alpha.imag[fin]) + 0.2) if fin.any() else 2
+    return dict(sharp=(0, 1.15 * top), loss=(0.7 * finite.min(), 1.4 * finite.max()) if finite.size else None,
+                proj=(-1.1 * pmax, 1.1 * pmax), pf=(lo, hi))
+
+
+def _eos_panels(axes, r, last: int) -> None:
+    """The fixed part of :func:`eos_dashboard`: step axes, ranges, reference lines and titles."""
+    (a_sharp, a_loss), (a_proj, a_pf) = axes
+    lim = _eos_limits(r)
     for ax in axes.ravel():
         ax.set_xlim(0, max(last, 1))
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
-    lam = r["sharpness"]
-    top = np.nanmax(np.concatenate([lam, [2 / h]])) if lam.size else 2 / h
-    a_sharp.axhline(2 / h, color="0.3", ls="--", lw=1, label="$2/h$")
-    a_sharp.set_ylim(0, 1.15 * top)
+    a_sharp.axhline(2 / r["h"], color="0.3", ls="--", lw=1, label="$2/h$")
+    a_sharp.set_ylim(*lim["sharp"])
     a_sharp.set_title(r"sharpness $\lambda_0$ and $2/h$", fontsize=9)
-    finite = r["loss"][np.isfinite(r["loss"])]
     a_loss.set_yscale("log")
-    if finite.size:
-        a_loss.set_ylim(0.7 * finite.min(), 1.4 * finite.max())
+    if lim["loss"] is not None:
+        a_loss.set_ylim(*lim["loss"])
     a_loss.set_title("train loss", fontsize=9)
-    proj = r["projection"]
-    pmax = np.nanmax(np.abs(proj)) if np.isfinite(proj).any() else 1.0
-    a_proj.set_ylim(-1.1 * pmax, 1.1 * pmax)
+    a_proj.set_ylim(*lim["proj"])
     a_proj.axhline(0, color="0.85", lw=0.8)
     a_proj.set_title(r"projection $u_0^\top\nabla E$", fontsize=9)
-    alpha = r["pf_coefficient"]
     a_pf.axhline(0, color="0.85", lw=0.8)
-    fin = np.isfinite(alpha.real)
-    lo = min(-1.5, np.min(alpha.real[fin]) - 0.2) if fin.any() else -2
-    hi = max(np.pi / 2, np.max(alpha.imag[fin]) + 0.2) if fin.any() else 2
-    a_pf.set_ylim(lo, hi)
+    a_pf.set_ylim(*lim["pf"])
     a_pf.set_title(r"PF coefficient $\alpha(h\lambda_0)$ of the top direction", fontsize=9)
 
+
+def _eos_artists(axes, color, last: int) -> tuple:
+    """The empty lines, markers and text that :func:`_eos_show` fills, in its return order, and the legends."""
+    (a_sharp, a_loss), (a_proj, a_pf) = axes
     l_sharp, = a_sharp.plot([], [], color=color, lw=1.4, label=r"$\lambda_0$ (Lanczos)")
     m_sharp, = a_sharp.plot([], [], "o", color=color, ms=4)
     l_loss, = a_loss.plot([], [], color=color, lw=1.0)
@@ -176,27 +199,25 @@ def eos_dashboard(history, run: int = 0, title: str | None = None, width: float 
     a_sharp.legend(fontsize=7, loc="lower right")
     a_pf.legend(fontsize=7, loc="lower left")
     text = a_sharp.text(0.02, 0.95, "", transform=a_sharp.transAxes, fontsize=8, va="top")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    return l_sharp, m_sharp, l_loss, m_loss, l_proj, l_re, l_im, text
 
-    def update(step: int):
-        step = int(np.clip(step, 0, last))
-        e = r["eig_step"] <= step
-        l_sharp.set_data(r["eig_step"][e], lam[e])
-        l_loss.set_data(r["step"][: step + 1], r["loss"][: step + 1])
-        l_proj.set_data(r["step"][: step + 1], proj[: step + 1])
-        l_re.set_data(r["eig_step"][e], alpha.real[e])
-        l_im.set_data(r["eig_step"][e], alpha.imag[e])
-        if e.any():
-            j = np.flatnonzero(e)[-1]
-            m_sharp.set_data([r["eig_step"][j]], [lam[j]])
-            text.set_text(f"step {step}: $h\\lambda_0$ = {h * lam[j]:.2f}, loss {r['loss'][step]:.3g}")
-        m_loss.set_data([step], [r["loss"][step]])
-        return l_sharp, m_sharp, l_loss, m_loss, l_proj, l_re, l_im, text
 
-    update(last)
-    return fig, update
+def _eos_show(artists: tuple, r, step: int) -> tuple:
+    """Show run record ``r`` up to ``step`` (``0 <= step <= last``) in :func:`_eos_artists`'s artists."""
+    l_sharp, m_sharp, l_loss, m_loss, l_proj, l_re, l_im, text = artists
+    lam, alpha, loss = r["sharpness"], r["pf_coefficient"], r["loss"]
+    e = r["eig_step"] <= step
+    l_sharp.set_data(r["eig_step"][e], lam[e])
+    l_loss.set_data(r["step"][: step + 1], loss[: step + 1])
+    l_proj.set_data(r["step"][: step + 1], r["projection"][: step + 1])
+    l_re.set_data(r["eig_step"][e], alpha.real[e])
+    l_im.set_data(r["eig_step"][e], alpha.imag[e])
+    if e.any():
+        j = np.flatnonzero(e)[-1]
+        m_sharp.set_data([r["eig_step"][j]], [lam[j]])
+        text.set_text(f"step {step}: $h\\lambda_0$ = {r['h'] * lam[j]:.2f}, loss {loss[step]:.3g}")
+    m_loss.set_data([step], [loss[step]])
+    return artists
 
 
 def eos_animation(history, run: int = 0, frames: int = 60, interval: int = 120, title: str | None = None,
@@ -270,25 +291,10 @@ def regime_map(ax, markers=None, x_range=(-1.5, 3.5), signed: bool = False, labe
     return ax
 
 
-def descent_animation(
-    loss: Callable,
-    bounds,
-    h: float,
-    gd,
-    curves: dict | None = None,
-    ts=None,
-    *,
-    series: Callable | None = None,
-    series_label: str = "",
-    frames: int = 48,
-    title: str | None = None,
-    width: float = 7.6,
-    height: float = 3.2,
-    dpi: int = 72,
-    interval: int = 150,
-    levels: int = 15,
-    log_contours: bool = False,
-):
+def descent_animation(loss: Callable, bounds, h: float, gd, curves: dict | None = None, ts=None, *,
+                      series: Callable | None = None, series_label: str = "", frames: int = 48,
+                      title: str | None = None, width: float = 7.6, height: float = 3.2, dpi: int = 72,
+                      interval: int = 150, levels: int = 15, log_contours: bool = False):
     r"""An animation of gradient descent hopping while continuous flows move through the landscape.
 
     Frame :math:`k` shows time :math:`t_k` (evenly spaced over the run): every flow up to
@@ -314,6 +320,34 @@ def descent_animation(
     """
     from matplotlib.animation import FuncAnimation
 
+    gd, curves, ts = _descent_inputs(h, gd, curves, ts, frames)
+    t_gd = h * np.arange(len(gd))
+    t_end = max(ts[-1], t_gd[-1])
+    times = np.linspace(0.0, t_end, frames)
+
+    fig, axes = figure(2 if series is not None else 1, width=width / 2, height=height, dpi=dpi)
+    contour(axes[0], loss, bounds, levels=levels, resolution=100, log=log_contours)
+    panel = _descent_panel(axes[0], curves, h)
+    spanel = None
+    if series is not None:
+        spanel = _series_panel(axes[1], series, series_label, curves, gd, t_end)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+
+    def update(i):
+        _descent_frame(panel, spanel, times[i], ts, t_gd, gd, h)
+        return ()
+
+    update(0)
+    anim = FuncAnimation(fig, update, frames=frames, interval=interval, blit=False)
+    anim.pfcourse_figure = fig
+    return anim
+
+
+def _descent_inputs(h, gd, curves, ts, frames):
+    """:func:`descent_animation`'s inputs checked and as arrays: ``(gd, curves, ts)``, ``ts`` the GD
+    times ``n h`` when there are no curves."""
     gd = np.asarray(gd)
     if gd.ndim != 2 or gd.shape[1] != 2:
         raise ValueError(f"gd must have shape (N + 1, 2), got {gd.shape}.")
@@ -328,83 +362,82 @@ def descent_animation(
             raise ValueError(f"curve {k!r} must have shape ({ts.size}, 2) to match ts, got {v.shape}.")
     if not 1 <= frames <= 200:
         raise ValueError(f"frames must be between 1 and 200 (the book embeds every frame), got {frames}.")
-    t_gd = h * np.arange(len(gd))
-    t_end = max(ts[-1], t_gd[-1])
-    times = np.linspace(0.0, t_end, frames)
+    return gd, curves, ts
 
-    fig, axes = figure(2 if series is not None else 1, width=width / 2, height=height, dpi=dpi)
-    ax = axes[0]
-    contour(ax, loss, bounds, levels=levels, resolution=100, log=log_contours)
+
+def _descent_panel(ax, curves: dict, h: float) -> dict:
+    """The empty artists of the landscape panel (over its contours): per flow a line and a head, the GD
+    trail, dots and current iterate, and the time stamp."""
     ax.set_xticks([])  # tick labels are most of the drawing time of a frame
     ax.set_yticks([])
-    artists = {}
+    per_flow = {}
     for k, v in curves.items():
         line, = ax.plot([], [], zorder=3, **{**STYLE[k], "lw": 1.4})
         head, = ax.plot([], [], "o", color=STYLE[k]["color"], markersize=5, zorder=4)
-        artists[k] = (line, head, v.real)
+        per_flow[k] = (line, head, v.real)
     gd_trail, = ax.plot([], [], color="0.6", lw=0.6, zorder=2)
     gd_dots, = ax.plot([], [], **{**STYLE["GD"], "zorder": 5})
     gd_now, = ax.plot([], [], "o", color="black", markersize=8, mfc="white", mew=2, zorder=6)
     stamp = ax.set_title(f"t = {0:.2f}   (GD step 0, h = {h:g})", fontsize=9)  # sized for tight_layout
+    return dict(flows=per_flow, gd_trail=gd_trail, gd_dots=gd_dots, gd_now=gd_now, stamp=stamp)
 
-    sax = None
-    if series is not None:
-        sax = axes[1]
-        svals = {k: np.asarray(series(v)) for k, v in curves.items()}
-        sgd = np.real(np.asarray(series(gd)))
-        finite = [np.real(s)[np.isfinite(np.real(s))] for s in svals.values()]
-        if "PF" in svals:
-            finite.append(np.imag(svals["PF"])[np.isfinite(np.imag(svals["PF"]))])
-        g = sgd[np.isfinite(sgd)]
-        g_lo, g_hi = float(g.min()), float(g.max())
-        span = g_hi - g_lo if g_hi > g_lo else 1.0
-        # the vertical range follows GD, widened for the flows by at most one GD span each way
-        # (a flow that leaves, e.g. a PF that blows up off quadratics, is cut at the edge)
-        allv = np.clip(np.concatenate(finite + [g]), g_lo - span, g_hi + span)
-        lo, hi = float(allv.min()), float(allv.max())
-        pad = 0.08 * (hi - lo if hi > lo else 1.0)
-        sax.set_xlim(0, t_end)
-        sax.set_ylim(lo - pad, hi + pad)
-        sax.axhline(0, color="0.85", lw=0.8)
-        sax.set_xlabel("time $t$")
-        sax.set_ylabel(series_label)
-        s_artists = {}
-        for k, s in svals.items():
-            re, = sax.plot([], [], **STYLE[k])
-            im = None
-            if k == "PF" and np.any(np.abs(np.imag(s)) > 0):
-                im, = sax.plot([], [], **STYLE["PF imag"])
-            s_artists[k] = (re, im, s)
-        s_gd, = sax.plot([], [], **STYLE["GD"])
-        sax.legend(fontsize=7, loc="upper right")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
 
-    def update(i):
-        t = times[i]
-        upto = ts <= t + 1e-12
-        for k, (line, head, pts) in artists.items():
-            p = pts[upto]
-            line.set_data(p[:, 0], p[:, 1])
-            head.set_data(p[-1:, 0], p[-1:, 1])
-        n = int(np.sum(t_gd <= t + 1e-12))
-        gd_trail.set_data(gd[:n, 0], gd[:n, 1])
-        gd_dots.set_data(gd[:n, 0], gd[:n, 1])
-        gd_now.set_data(gd[n - 1:n, 0], gd[n - 1:n, 1])
-        stamp.set_text(f"t = {t:.2f}   (GD step {n - 1}, h = {h:g})")
-        if sax is not None:
-            for k, (re, im, s) in s_artists.items():
-                re.set_data(ts[upto], np.real(s[upto]))
-                if im is not None:
-                    im.set_data(ts[upto], np.imag(s[upto]))
-            s_gd.set_data(t_gd[:n], sgd[:n])
-        return ()
+def _series_range(svals: dict, sgd) -> tuple[float, float]:
+    """The vertical range of the series panel: it follows GD's finite values, widened for the flows
+    (real parts, and the PF's imaginary part) by at most one GD span each way, padded by 8%."""
+    finite = [np.real(s)[np.isfinite(np.real(s))] for s in svals.values()]
+    if "PF" in svals:
+        finite.append(np.imag(svals["PF"])[np.isfinite(np.imag(svals["PF"]))])
+    g = sgd[np.isfinite(sgd)]
+    g_lo, g_hi = float(g.min()), float(g.max())
+    span = g_hi - g_lo if g_hi > g_lo else 1.0
+    # (a flow that leaves, e.g. a PF that blows up off quadratics, is cut at the edge)
+    allv = np.clip(np.concatenate(finite + [g]), g_lo - span, g_hi + span)
+    lo, hi = float(allv.min()), float(allv.max())
+    pad = 0.08 * (hi - lo if hi > lo else 1.0)
+    return lo - pad, hi + pad
 
-    update(0)
-    anim = FuncAnimation(fig, update, frames=frames, interval=interval, blit=False)
-    anim.pfcourse_figure = fig
-    return anim
+
+def _series_panel(sax, series: Callable, series_label: str, curves: dict, gd, t_end: float) -> dict:
+    """The series panel: ``series`` of every flow and of GD against time, empty artists to fill
+    (per flow the real part, and the PF's imaginary part when it is nonzero), axes and legend."""
+    svals = {k: np.asarray(series(v)) for k, v in curves.items()}
+    sgd = np.real(np.asarray(series(gd)))
+    sax.set_xlim(0, t_end)
+    sax.set_ylim(*_series_range(svals, sgd))
+    sax.axhline(0, color="0.85", lw=0.8)
+    sax.set_xlabel("time $t$")
+    sax.set_ylabel(series_label)
+    per_flow = {}
+    for k, s in svals.items():
+        re, = sax.plot([], [], **STYLE[k])
+        im = None
+        if k == "PF" and np.any(np.abs(np.imag(s)) > 0):
+            im, = sax.plot([], [], **STYLE["PF imag"])
+        per_flow[k] = (re, im, s)
+    s_gd, = sax.plot([], [], **STYLE["GD"])
+    sax.legend(fontsize=7, loc="upper right")
+    return dict(flows=per_flow, gd=s_gd, values=sgd)
+
+
+def _descent_frame(panel: dict, spanel: dict | None, t: float, ts, t_gd, gd, h: float) -> None:
+    """Show time ``t``: each flow up to ``t`` and the GD iterates with ``n h <= t`` (both panels)."""
+    upto = ts <= t + 1e-12
+    for line, head, pts in panel["flows"].values():
+        p = pts[upto]
+        line.set_data(p[:, 0], p[:, 1])
+        head.set_data(p[-1:, 0], p[-1:, 1])
+    n = int(np.sum(t_gd <= t + 1e-12))
+    panel["gd_trail"].set_data(gd[:n, 0], gd[:n, 1])
+    panel["gd_dots"].set_data(gd[:n, 0], gd[:n, 1])
+    panel["gd_now"].set_data(gd[n - 1:n, 0], gd[n - 1:n, 1])
+    panel["stamp"].set_text(f"t = {t:.2f}   (GD step {n - 1}, h = {h:g})")
+    if spanel is not None:
+        for re, im, s in spanel["flows"].values():
+            re.set_data(ts[upto], np.real(s[upto]))
+            if im is not None:
+                im.set_data(ts[upto], np.imag(s[upto]))
+        spanel["gd"].set_data(t_gd[:n], spanel["values"][:n])
 
 
 def animation_html(anim, embed_limit_mb: float = 40.0):
