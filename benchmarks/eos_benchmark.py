@@ -267,17 +267,23 @@ def print_training(cfg: dict, res: dict, peak: dict, args) -> dict:
             whole = [a["whole"] / b["whole"] for a, b in zip(res["reference"], res[n])]
             summary[f"whole process, {n}"] = whole
         summary["warm (same work, compiled)"] = [a["warm"] / b["warm"] for a, b in
-                                                 zip(res["reference"], res[names[1]])]
+                                                 zip(res["reference"], res["pfcourse, empty cache"])]
         print("ratio, reference time / pfcourse time, median (range) over rounds:")
         for label, v in summary.items():
             print(f"  {label:40} {med_range(v)}x")
     floor = (steps + 1) * floor_grad
-    pf = res[names[1]] + res.get(names[2], [])
+    pf = res["pfcourse, empty cache"] + res.get("pfcourse, filled cache", [])
     print(f"FLOP floor of the {steps + 1} gradients: their matmuls, each timed alone at its shape before the rounds "
           f"(load {peak['load']}): {1e3 * floor_grad:.2f} ms a gradient ({fl['gradient'] / 1e9:.2f} GFLOP, "
           f"{peak_flops / 1e12:.3f} TFLOP/s), {floor:.3f} s in all; pfcourse's GD steps take "
           f"{med_range([r['gd'] / floor for r in pf])}x the floor"
           + (f", the reference's {med_range([r['gd'] / floor for r in res['reference']])}x" if "reference" in res else ""))
+    kind = peak.get("device", "")
+    spec = next((v[0] for k, v in PEAKS.items() if k in kind), None)
+    if spec:
+        print(f"FLOP floor at the data-sheet float32 peak of the {kind} ({spec / 1e12:.0f} TFLOP/s): "
+              f"{(steps + 1) * fl['gradient'] / spec:.3f} s; pfcourse's GD steps take "
+              f"{med_range([r['gd'] * spec / ((steps + 1) * fl['gradient']) for r in pf])}x that")
     lz = [hvp_rate(r) / gd_rate(r, 0) for r in pf]
     print(f"pfcourse's Lanczos phase runs at {med_range(lz, '{:.0%}')} of its GD phase's GFLOP/s "
           f"(HVP {fl['hvp'] / 1e9:.2f} GFLOP; Lanczos' own vector work not counted)")
@@ -290,7 +296,8 @@ def print_training(cfg: dict, res: dict, peak: dict, args) -> dict:
         print(f"agreement: per-step loss to {rel:.1e} (relative), eigenvalues to "
               f"{np.max(np.abs(lam_a - lam_b) / np.abs(lam_a)):.1e}; last solve: reference "
               f"{', '.join(f'{v:.4f}' for v in lam_a[-1])}, pfcourse {', '.join(f'{v:.4f}' for v in lam_b[-1])}")
-    return dict(ratios=summary, floor_per_gradient_s=floor_grad, peak_flops=peak_flops, lanczos_over_gd=lz)
+    return dict(ratios=summary, floor_per_gradient_s=floor_grad, peak_flops=peak_flops, lanczos_over_gd=lz,
+                peak_spec=spec, backend=peak.get("backend"), device=kind, flops=fl)
 
 
 def run_training(cfg: dict, args) -> dict:

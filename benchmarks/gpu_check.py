@@ -439,20 +439,23 @@ def main(argv=None) -> int:
     out_json = log_dir / "eos_benchmark.json"
     if out_json.exists():
         out_json.unlink()
-    cmd = [sys.executable, str(BENCHMARK), "--config", config, "--part", "training", "--json", str(out_json)]
+    cmd = [sys.executable, str(BENCHMARK), "--config", config, "--part", "training", "--rounds", "1",
+           "--json", str(out_json)]
     if not reference:
         cmd.append("--skip-reference")
     rc, text, s = R.run("benchmark", cmd, caps["benchmark"])
     if rc == 0 and out_json.exists():
         res = json.loads(out_json.read_text())["training"]
-        pf, fl, steps = res["pf"], res["flops"], res["cfg"]["steps"]
-        peak = res.get("peak_spec") or res["peak_measured"]
-        floor = (steps + 1) * fl["gradient"] / peak
-        line = (f"{config} ({res['backend']}, {res['device']}): {steps} steps + {pf['solves']} solves in "
-                f"{pf['total']:.2f} s, {steps / pf['gd']:.0f} GD steps/s, GD at {pf['gd'] / floor:.1f}x its FLOP "
-                f"floor ({'data-sheet' if res.get('peak_spec') else 'measured'} peak)")
-        if res.get("ref"):
-            line += f"; PyTorch reference {res['ref']['total']:.2f} s ({res['ref']['total'] / pf['total']:.1f}x)"
+        rounds, fl, steps = res["rounds"], res["flops"], res["cfg"]["steps"]
+        pf = rounds["pfcourse, empty cache"][-1]
+        floor = (steps + 1) * (fl["gradient"] / res["peak_spec"] if res.get("peak_spec") else res["floor_per_gradient_s"])
+        line = (f"{config} ({res['backend']}, {res['device']}): {steps} steps + {pf['solves']} solves, whole "
+                f"process {pf['whole']:.2f} s, warm {pf['warm']:.2f} s, {steps / pf['gd']:.0f} GD steps/s, GD at "
+                f"{pf['gd'] / floor:.1f}x its FLOP floor ({'data-sheet peak' if res.get('peak_spec') else 'measured matmuls'})")
+        if rounds.get("reference"):
+            ref = rounds["reference"][-1]
+            line += (f"; PyTorch reference whole process {ref['whole']:.2f} s ({ref['whole'] / pf['whole']:.1f}x), "
+                     f"warm {ref['warm'] / pf['warm']:.1f}x")
         else:
             line += "; no PyTorch reference" + (" (dry run)" if dry else " (torch with CUDA not installed)")
         ok = res["backend"] == want
