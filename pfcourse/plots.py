@@ -153,9 +153,10 @@ def _eos_limits(r) -> dict:
     """The vertical ranges of :func:`eos_dashboard`'s four panels for run record ``r``, by panel name
     (``None``: left to matplotlib); each takes the finite records only."""
     h, lam, loss, proj, alpha = r["h"], r["sharpness"], r["loss"], r["projection"], r["pf_coefficient"]
-    top = np.nanmax(np.concatenate([lam, [2 / h]])) if lam.size else 2 / h
+    lam, proj = np.asarray(lam, float), np.abs(np.asarray(proj, float))
+    top = max(np.max(lam[np.isfinite(lam)], initial=0.0), 2 / h)
     finite = loss[np.isfinite(loss)]
-    pmax = np.nanmax(np.abs(proj)) if np.isfinite(proj).any() else 1.0
+    pmax = np.max(proj[np.isfinite(proj)]) if np.isfinite(proj).any() else 1.0
     fin = np.isfinite(alpha.real)
     lo = min(-1.5, np.min(alpha.real[fin]) - 0.2) if fin.any() else -2
     hi = max(np.pi / 2, np.max(alpha.imag[fin]) + 0.2) if fin.any() else 2

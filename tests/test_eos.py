@@ -257,6 +257,12 @@ def test_dashboard_and_animation(tiny_run):
     plt.close(fig)
     anim = plots.eos_animation(hist, run=1, frames=5)
     assert "<script" in anim.to_jshtml()
+    # a diverging run may record +-inf before it stops: the ranges use the finite records only
+    blown = hist._replace(projection=hist.projection.copy(), eigenvalues=hist.eigenvalues.copy())
+    blown.projection[1, 3], blown.eigenvalues[1, 1, 0] = np.inf, np.inf
+    fig, update = plots.eos_dashboard(blown, run=1)
+    update(5)
+    plt.close(fig)
 
 
 def test_player_widget(tiny_run):
