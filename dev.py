@@ -21,6 +21,7 @@ editing one chapter re-executes that chapter alone.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -73,7 +74,29 @@ def _env() -> dict[str, str]:
     env.pop("MPLBACKEND", None)  # the kernels must use the inline backend, or figures vanish from the book
     env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env.update(_compilation_cache_env(env))
     return env
+
+
+def _compilation_cache_env(env: dict[str, str]) -> dict[str, str]:
+    """JAX's persistent compilation cache for every process the commands start (chapters, tests, the
+    CLI): the folder of ``pfcourse._cache.compilation_cache_dir`` (``~/.cache/pfcourse/jax``, or
+    ``$PFCOURSE_JAX_CACHE``; ``PFCOURSE_JAX_CACHE=off`` turns it off). JAX's key covers the program,
+    the jax/jaxlib versions, the backend and ``XLA_FLAGS``, so the second backend never reads the
+    first's programs. The grader's sandbox does not pass these variables to students' processes."""
+    if env.get("PFCOURSE_JAX_CACHE") == "off" or "JAX_COMPILATION_CACHE_DIR" in env:
+        return {}
+    spec = importlib.util.spec_from_file_location("_pfcourse_cache", ROOT / "pfcourse" / "_cache.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)                  # stdlib only at import: no jax needed here
+    folder = module.compilation_cache_dir()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        print(f"[dev] no JAX compilation cache: {folder} cannot be created ({err})", flush=True)
+        return {}
+    return {"JAX_COMPILATION_CACHE_DIR": str(folder), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.1",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def execute_chapters(second_backend: bool = False, report: Path | None = None) -> int:
