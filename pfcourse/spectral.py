@@ -38,6 +38,18 @@ under ``equinox.filter_jit`` (under ``jax.jit`` it ends a longer ``JaxRuntimeErr
 "INTERNAL: CpuCallback error"); so jit with ``equinox.filter_jit`` to read it plainly. Non-finite
 parameters are refused outside ``jit`` only. The module never changes JAX's global configuration:
 it computes in the dtype of the parameters (float32 or float64).
+
+**Lanczos in floating point.** Textbook Lanczos keeps only the three-term recurrence
+:math:`\beta_j q_{j+1} = Aq_j - \alpha_j q_j - \beta_{j-1}q_{j-1}`; in floating point its basis
+loses orthogonality and Ritz values repeat ("ghosts"). Reorthogonalising against all previous
+vectors costs :math:`O(m D)` a step but keeps :math:`Q` orthonormal to working precision; a second
+pass of Gram-Schmidt, taken when the first cancelled more than :math:`1 - 1/\sqrt2` of the vector,
+is enough even when the residual is tiny ("twice is enough"), so the breakdown test only has to
+catch residuals at rounding level, where ``w / norm(w)`` would be noise or a division by zero.
+Symmetry is assumed, not checked, for an operator: Lanczos on a non-symmetric ``A`` returns numbers
+that are not its eigenvalues (for ``A = [[1, 10], [0, 2]]``, eigenvalues 1 and 2, it returns 11.06
+and -8.06), and without a warning; a dense matrix passed to :func:`lanczos` instead of a ``matvec``
+is checked, as in :func:`eigh_descending`.
 """
 from __future__ import annotations
 
@@ -330,15 +342,9 @@ def lanczos(
                 break                              # the top-k Ritz residuals are small
         return theta[::-1][:k], (Q[:j+1].T @ S)[:, ::-1][:, :k]
 
-    Textbook Lanczos keeps only the three-term recurrence
-    :math:`\beta_j q_{j+1} = Aq_j - \alpha_j q_j - \beta_{j-1}q_{j-1}`; in floating point its basis
-    loses orthogonality and Ritz values repeat ("ghosts"). Reorthogonalising against all previous
-    vectors costs :math:`O(m D)` a step but keeps :math:`Q` orthonormal to working precision; a
-    second pass of Gram-Schmidt, taken when the first cancelled more than :math:`1 - 1/\sqrt2` of
-    the vector, is enough even when the residual is tiny ("twice is enough"), so the breakdown test
-    only has to catch residuals at rounding level, where ``w / norm(w)`` would be noise or a
-    division by zero. The loop is a ``lax.while_loop`` over a preallocated basis written in place,
-    so the whole call is jit-able (``k`` and ``num_iter`` fix shapes and must be Python ints).
+    Why the reorthogonalisation, and the breakdown test: the module docstring, §Lanczos in floating
+    point. The loop is a ``lax.while_loop`` over a preallocated basis written in place, so the whole
+    call is jit-able (``k`` and ``num_iter`` fix shapes and must be Python ints).
 
     Stopping: by default exactly ``num_iter`` steps. With ``tol``, ``num_iter`` is the most and the
     loop stops as soon as the ``k`` top Ritz residuals :math:`r_i = \|Ay_i - \theta_i y_i\| =
@@ -347,64 +353,62 @@ def lanczos(
     :math:`r_i^2/\mathrm{gap}` once separated from the rest of the spectrum). ``return_info=True``
     reports the steps taken and the :math:`r_i` (:class:`LanczosInfo`), with or without ``tol``.
 
-    Symmetry is assumed, not checked, for an operator: Lanczos on a non-symmetric ``A`` returns
-    numbers that are not its eigenvalues (for ``A = [[1, 10], [0, 2]]``, eigenvalues 1 and 2, it
-    returns 11.06 and -8.06), and without a warning. A dense matrix passed instead of
-    ``matvec`` is checked, as in :func:`eigh_descending`.
-
     Args:
-        matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)`` (symmetry
-            is assumed: a Hessian-vector product is symmetric); or the symmetric matrix ``A``
-            itself, shape ``(dim, dim)``, whose symmetry is checked.
+        matvec: ``x -> A x`` for a symmetric ``A`` on flat vectors ``(dim,)`` (symmetry assumed), or
+            the matrix ``A`` itself, ``(dim, dim)``, whose symmetry is checked.
         dim_or_v0: either ``dim`` (an int: start from a random vector drawn with ``key``), or a
             start vector ``v0`` of shape ``(dim,)`` (a warm start, e.g. the previous Ritz vector).
         k: number of eigenpairs returned, ``1 <= k <= num_iter``.
         num_iter: Krylov dimension ``m``, ``k <= m <= dim``.
         key: PRNG key for the random start when ``dim`` is given (default ``jax.random.key(0)``).
-        dtype: dtype of the vectors when ``dim`` is given (default: JAX's default float); with
-            ``v0`` the dtype of ``v0`` is used.
+        dtype: dtype of the vectors when ``dim`` is given (default: JAX's default float).
         tol: ``None`` (run ``num_iter`` steps) or a relative residual in ``(0, 1)`` at which to
             stop early, e.g. ``1e-3`` (float32) or ``1e-8`` (float64); a Python float.
         return_info: also return a :class:`LanczosInfo` (steps taken, residual of each pair).
 
     Returns:
-        ``(eigenvalues, eigenvectors)``: the ``k`` largest (algebraic) Ritz values, shape ``(k,)``,
-        descending, and the unit Ritz vectors as columns of a ``(dim, k)`` array (signs arbitrary);
-        with ``return_info``, ``(eigenvalues, eigenvectors, info)``.
+        ``(eigenvalues, eigenvectors)``: the ``k`` largest Ritz values, descending, ``(k,)``, and the
+        unit Ritz vectors as columns, ``(dim, k)`` (signs arbitrary); with ``return_info``, ``info`` too.
 
     Raises:
-        ValueError: unless ``1 <= k <= num_iter <= dim`` and ``tol`` is ``None`` or in ``(0, 1)``;
-            if ``v0`` is not 1-D, is zero or has a
-            NaN or an infinity; if ``matvec`` does not map ``(dim,)`` to ``(dim,)``; if a dense
-            matrix is not square or not symmetric. Under ``jit`` a traced ``v0`` with a NaN or
-            infinity, or a traced non-symmetric matrix, raises equinox's run-time error.
+        ValueError: unless ``1 <= k <= num_iter <= dim`` and ``tol`` is ``None`` or in ``(0, 1)``; if
+            ``v0`` is not 1-D, zero or not finite; if ``matvec`` does not map ``(dim,)`` to ``(dim,)``;
+            if a dense matrix is not square or not symmetric (under ``jit``: equinox's run-time error).
 
-    References:
-        Lanczos, J. Res. Nat. Bur. Standards 1950 [lanczos1950iteration];
-        Golub & Van Loan, *Matrix Computations*, 4th ed., §10.1-10.3 [golub2013matrix].
+    References: Lanczos 1950 [lanczos1950iteration]; Golub & Van Loan, §10.1-10.3 [golub2013matrix].
 
     Book: chapter 6, §Tracking sharpness.
     """
+    v0 = _lanczos_start(dim_or_v0, key, dtype, k, num_iter)
+    _check_krylov_sizes(k, num_iter, v0.shape[0])
+    _check_tol(tol)
+    return _lanczos_loop(_lanczos_matvec(matvec, *v0.shape, v0.dtype), v0, k, num_iter, tol, return_info)
+
+
+def _lanczos_start(dim_or_v0, key, dtype, k: int, num_iter: int) -> jax.Array:
+    """:func:`lanczos`'s start vector: random of length ``dim`` (an int, checked against ``k`` and
+    ``num_iter`` first), or ``v0`` checked (flat, finite, non-zero; an integer vector is cast to the
+    default float)."""
     if isinstance(dim_or_v0, (int, np.integer)) and not isinstance(dim_or_v0, bool):
         dim = check_int(dim_or_v0, "lanczos: dim")
+        _check_krylov_sizes(k, num_iter, dim)
         dtype = jax.dtypes.canonicalize_dtype(jnp.float64 if dtype is None else dtype)
-        key = jax.random.key(0) if key is None else key
-        v0 = jax.random.normal(key, (dim,), dtype=dtype) if dim > 0 else None
-    else:
-        v0 = jnp.asarray(dim_or_v0)
-        if v0.ndim != 1:
-            raise ValueError(
-                f"lanczos: v0 must be a flat vector of shape (dim,), got shape {v0.shape}. "
-                "Flatten a pytree with jax.flatten_util.ravel_pytree."
-            )
-        if not jnp.issubdtype(v0.dtype, jnp.floating):
-            v0 = v0.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
-        dim, dtype = v0.shape[0], v0.dtype
-        v0 = _finite_start(v0, "lanczos")
-        if is_concrete(v0) and not np.any(np.asarray(v0)):
-            raise ValueError("lanczos: the start vector v0 is zero; pass a non-zero vector.")
-    _check_krylov_sizes(k, num_iter, dim)
-    _check_tol(tol)
+        return jax.random.normal(jax.random.key(0) if key is None else key, (dim,), dtype=dtype)
+    v0 = jnp.asarray(dim_or_v0)
+    if v0.ndim != 1:
+        raise ValueError(f"lanczos: v0 must be a flat vector of shape (dim,), got shape {v0.shape}. "
+                         "Flatten a pytree with jax.flatten_util.ravel_pytree.")
+    if not jnp.issubdtype(v0.dtype, jnp.floating):
+        v0 = v0.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
+    v0 = _finite_start(v0, "lanczos")
+    if is_concrete(v0) and not np.any(np.asarray(v0)):
+        raise ValueError("lanczos: the start vector v0 is zero; pass a non-zero vector.")
+    return v0
+
+
+def _lanczos_matvec(matvec, dim: int, dtype) -> Matvec:
+    """:func:`lanczos`'s operator: ``matvec`` checked to map ``(dim,)`` to ``(dim,)``, or a dense
+    matrix checked square and symmetric and turned into ``x -> A x``."""
     if not callable(matvec):
         A = jnp.asarray(matvec)
         if A.shape != (dim, dim):
@@ -414,12 +418,9 @@ def lanczos(
         matvec = lambda x: A @ x  # noqa: E731
     out = jax.eval_shape(matvec, jax.ShapeDtypeStruct((dim,), dtype))
     if getattr(out, "shape", None) != (dim,):
-        raise ValueError(
-            f"lanczos: matvec must map a vector of shape ({dim},) to shape ({dim},), "
-            f"got {getattr(out, 'shape', out)}."
-        )
-
-    return _lanczos_loop(matvec, v0, k, num_iter, tol, return_info)
+        raise ValueError(f"lanczos: matvec must map a vector of shape ({dim},) to shape ({dim},), "
+                         f"got {getattr(out, 'shape', out)}.")
+    return matvec
 
 
 def _lanczos_loop(matvec: Matvec, v0: jax.Array, k: int, m: int, tol, return_info: bool):
