@@ -28,15 +28,15 @@ def default_setting(backend: str | None = None) -> dict:
     """The run the player trains: CIFAR-10/fc-tanh on GPU, digits on CPU.
 
     GPU: fc-tanh (3072-200-200-10, tanh, biases), square loss, the first 5,000 CIFAR-10 images,
-    h = 2/30, top-2 eigenvalues every 20 steps. CPU: 64-100-100-10 tanh on 1,000 digits, h = 0.2,
-    every 10 steps. Both in float32, as Cohen et al. (2021).
+    h = 2/30. CPU: 64-100-100-10 tanh on 1,000 digits, h = 0.2. Both in float32, as Cohen et al.
+    (2021), with the top-2 eigenvalues every 20 steps.
     """
     backend = jax.default_backend() if backend is None else backend
     if backend == "gpu":
         return dict(dataset="cifar10", n_train=5000, hidden=[200, 200], activation="tanh", h=2 / 30,
                     steps=2000, eig_every=20, k=2, num_iter=20, seed=0)
     return dict(dataset="digits", n_train=1000, hidden=[100, 100], activation="tanh", h=0.2,
-                steps=1000, eig_every=10, k=2, num_iter=20, seed=0)
+                steps=1000, eig_every=20, k=2, num_iter=20, seed=0)
 
 
 def describe(setting: dict, ds: data.Dataset, backend: str | None = None) -> str:
