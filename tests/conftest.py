@@ -15,6 +15,7 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTION_REPORT = ROOT / "_build" / "execution-report.json"
+BUILD_LOG = ROOT / "_build" / "build.log"          # the strict build's output (tests/test_book.py reads it)
 _STARTED = time.time()
 
 
@@ -31,7 +32,7 @@ def built_book():
     sys.path.insert(0, str(ROOT))
     import dev
 
-    code = dev.build_book(second_backend=True, report=EXECUTION_REPORT)
+    code = dev.build_book(second_backend=True, report=EXECUTION_REPORT, log=BUILD_LOG)
     runs = json.loads(EXECUTION_REPORT.read_text()) if EXECUTION_REPORT.exists() else []
     return code, runs
 
