@@ -30,7 +30,8 @@ from pfcourse_instructor.wire import WireError, decode, encode, rebuild_sympy
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "coursework" / "01_gradient_descent.md"
-CELL_TIMEOUT = 30
+CELL_TIMEOUT = 10   # the looping attacks wait this long; assignment 1's honest cells take at most 0.7 s
+                    # on two idle cores (timed with nbclient), so 10 s leaves a margin of 14x for a loaded machine
 MARK = "pfcourse-attack"           # the name (comm) every process an attack starts takes
 LABELS = ["ex-gd-optimal-rate", "ex-gd-implement", "ex-gd-period-two", "ex-gd-matching-time"]
 NAME_ME = (f"import ctypes\nctypes.CDLL(None).prctl(15, ctypes.c_char_p(b'{MARK}'), 0, 0, 0)   # PR_SET_NAME\n")

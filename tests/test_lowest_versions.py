@@ -45,7 +45,15 @@ pytestmark = pytest.mark.lowest
 #: The unit tests run at the lowest versions: a fast subset (about half a minute on two idle cores)
 #: of what differs between the bounds and the pins. A test renamed here fails the leg ("not found").
 TESTS = [
-    "tests/test_widgets.py",                       # the landscape explorer and the animations, ipywidgets 7
+    # the landscape explorer and the animations, ipywidgets 7 (one scene: the others draw with the same calls)
+    "tests/test_widgets.py::test_compute_state_and_draw_every_scene[saddle]",
+    "tests/test_widgets.py::test_pf_on_the_quadratic_scene_is_the_closed_form",
+    "tests/test_widgets.py::test_models_toggle_and_bad_input",
+    "tests/test_widgets.py::test_divergence_is_shown_not_raised",
+    "tests/test_widgets.py::test_regime_at_a_chosen_iterate",
+    "tests/test_widgets.py::test_explorer_widget_callbacks",
+    "tests/test_widgets.py::test_descent_animation_and_html",
+    "tests/test_widgets.py::test_regime_map_draws_the_four_factors",
     "tests/test_flows.py::test_quadratic_pf_solution_passes_through_gd_iterates",   # diffrax, complex states
     "tests/test_flows.py::test_h_lambda_equal_one_field_raises_instead_of_nan",     # equinox.error_if, jit
     "tests/test_flows.py::test_non_finite_parameters",                              # eqx.EquinoxRuntimeError
