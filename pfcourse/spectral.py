@@ -523,15 +523,23 @@ def top_hessian_eigenpairs(
 
     Book: chapter 6, §Tracking sharpness.
     """
+    _check_tol(tol)
+    matvec, start, m = _hessian_solve(E, params, k, num_iter, key, v0, "top_hessian_eigenpairs")
+    return _lanczos_loop(matvec, start, k, m, tol, return_info)
+
+
+def _hessian_solve(E: Loss, params: PyTree, k: int, num_iter: int, key, v0, who: str):
+    """``(matvec, start, m)`` of a Lanczos solve on the Hessian of ``E`` at ``params``: ``x -> Hx`` on
+    flat vectors (linearised once), the start vector (:func:`_hessian_start`) and the Krylov
+    dimension ``min(num_iter, D)``; ``k`` and ``num_iter`` checked against ``D`` first."""
     flat, _, E_flat = flat_loss(E, params)
     D = flat.shape[0]
     _check_krylov_sizes(k, num_iter, max(num_iter, D))  # k <= num_iter, before capping at D
     if k > D:
-        raise ValueError(f"top_hessian_eigenpairs: k={k} eigenpairs asked for, but the Hessian is {D}x{D}.")
-    _check_tol(tol)
-    start = _hessian_start(v0, D, flat.dtype, key, "top_hessian_eigenpairs")
+        raise ValueError(f"{who}: k={k} eigenpairs asked for, but the Hessian is {D}x{D}.")
+    start = _hessian_start(v0, D, flat.dtype, key, who)
     _, matvec = jax.linearize(jax.grad(E_flat), flat)
-    return _lanczos_loop(matvec, start, k, min(num_iter, D), tol, return_info)
+    return matvec, start, min(num_iter, D)
 
 
 def _hessian_start(v0, D: int, dtype, key, who: str) -> jax.Array:
@@ -617,18 +625,8 @@ def hessian_spectrum_ends(
 
     Book: chapter 7, §The experiment.
     """
-    flat, _, E_flat = flat_loss(E, params)
-    D = flat.shape[0]
-    _check_krylov_sizes(k, num_iter, max(num_iter, D))
-    if k > D:
-        raise ValueError(f"hessian_spectrum_ends: k={k} eigenpairs asked for, but the Hessian is {D}x{D}.")
-    m = min(num_iter, D)
-    if v0 is not None:
-        v0 = jnp.asarray(v0, flat.dtype)
-        if v0.shape != (D,):
-            raise ValueError(f"hessian_spectrum_ends: v0 must be a flat vector of shape ({D},), got {v0.shape}.")
-    _, matvec = jax.linearize(jax.grad(E_flat), flat)
-    theta, Y = lanczos(matvec, D if v0 is None else v0, m, m, key=key, dtype=flat.dtype)
+    matvec, start, m = _hessian_solve(E, params, k, num_iter, key, v0, "hessian_spectrum_ends")
+    theta, Y = _lanczos_loop(matvec, start, m, m, None, False)
     return SpectrumEnds(theta[:k], Y[:, :k], theta[::-1][:k], Y[:, ::-1][:, :k])
 
 
