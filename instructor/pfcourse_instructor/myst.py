@@ -1,11 +1,21 @@
 """MyST Markdown of the book -> plain Jupyter Markdown that Colab and Jupyter render.
 
 The chapters are MyST notebooks: roles (``{eq}``, ``{ref}``, ``{cite}``, ``{prf:ref}``), labelled
-display maths ``$$ ... $$ (label)`` and directives (``:::{exercise}``, ``:::{prf:theorem}``,
-gated ``{solution-start}``/``{solution-end}``) that only Sphinx understands. A notebook opened in
-Colab shows them as raw text. This module rewrites them into Markdown + LaTeX that any notebook
-front end renders: equations get ``\\tag{C.N}`` numbers, references become links into the published
-book, citations become "Author et al. (year)", and directives become bold headings or quotes.
+display maths ``$$ ... $$ (label)``, targets ``(label)=``, ``%`` comments and directives
+(``:::{exercise}``, ``:::{prf:theorem}``, gated ``{solution-start}``/``{solution-end}``) that only
+Sphinx understands. A notebook opened in Colab shows them as raw text. This module rewrites them into
+Markdown + LaTeX that any notebook front end renders: equations get ``\\tag{C.N}`` numbers,
+references become links into the published book, citations become "Author et al. (year)", and
+directives become bold headings or quotes.
+
+The MyST is read by the book's own parser: markdown-it-py configured by myst-parser
+(``create_md_parser`` with the extensions of ``_config.yml``, :data:`MYST_EXTENSIONS`), so a role,
+target or directive is converted exactly where the book build sees one (not inside code, maths or
+an escaped ``\\{``) and a directive's options are split by myst-parser's own option parser. The
+output is the source text with each MyST construct replaced in place, located by the tokens' line
+maps (and, for roles, by their offsets in the inline text): everything else, line breaks included,
+stays as the author wrote it. Re-rendering the token stream (e.g. with mdformat) would reflow the
+text and change every notebook for no reader's benefit.
 
 Tooling layer: used by :mod:`.notebooks` and :mod:`.assignments`; knows nothing of JAX or the
 mathematics.
@@ -13,17 +23,17 @@ Book: all chapters (the Colab notebooks in ``notebooks/``).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
-ROLE = re.compile(r"\{([\w:-]+)\}`([^`]*)`")
-LABEL_LINE = re.compile(r"^\(([\w:.-]+)\)=\s*$")
-FENCE_OPEN = re.compile(r"^(\s*)(:{3,}|`{3,}|~{3,})\{([\w:-]+)\}[ \t]*(.*)$")
-PLAIN_FENCE = re.compile(r"^(\s*)(`{3,}|~{3,})")
-OPTION = re.compile(r"^\s*:([\w-]+):\s*(.*)$")
-MATH_CLOSE_LABEL = re.compile(r"^(.*)\$\$\s*\(([\w:.-]+)\)\s*$")
-HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
+#: ``parse: myst_enable_extensions`` of ``_config.yml`` (a test keeps the two equal).
+MYST_EXTENSIONS = ("amsmath", "colon_fence", "deflist", "dollarmath", "html_image", "substitution")
+#: Directives whose body is not Markdown: neither converted nor indexed.
+LITERAL_DIRECTIVES = {"code-cell", "code-block", "code", "sourcecode", "math", "raw"}
+GATED = {"solution-start", "solution-end", "exercise-start", "exercise-end"}
 
 PRF_NAMES = {
     "theorem": "Theorem", "lemma": "Lemma", "definition": "Definition", "proposition": "Proposition",
@@ -70,6 +80,214 @@ class BookIndex:
         org_repo = self.repo_url.rstrip("/").split("github.com/")[-1]
         return f"https://colab.research.google.com/github/{org_repo}/blob/{self.branch}/{path}"
 
+
+@dataclass
+class PageContext:
+    """What the converter needs to know about the page it converts."""
+
+    index: BookIndex
+    page: str
+
+    @property
+    def number(self) -> str:
+        return self.index.chapter_numbers.get(self.page, "")
+
+
+@dataclass(frozen=True)
+class Directive:
+    """A MyST directive as myst-parser splits it: ``{name} argument``, options, Markdown body."""
+
+    name: str
+    argument: str
+    options: dict[str, str]
+    body: str
+
+
+# --- parsing: myst-parser's markdown-it configuration -------------------------------------------
+
+@functools.cache
+def parser(inline: bool = True):
+    """The book's MyST parser (markdown-it-py + mdit-py-plugins, as myst-parser configures it).
+
+    ``inline=False``: the same without the inline pass, for what needs only the blocks (labels,
+    directives, targets). markdown-it's inline tokens carry no source offsets, so the role rule is
+    wrapped to record where each role starts and ends in its text (``meta["span"]``).
+    """
+    from markdown_it.renderer import RendererHTML
+    from mdit_py_plugins.myst_role.index import myst_role
+    from myst_parser.config.main import MdParserConfig
+    from myst_parser.parsers.mdit import create_md_parser
+
+    config = MdParserConfig(enable_extensions=set(MYST_EXTENSIONS), dmath_double_inline=True)
+    md = create_md_parser(config, RendererHTML)
+    if not inline:
+        return md.disable("inline")
+
+    def role_with_span(state, silent: bool) -> bool:
+        start = state.pos
+        found = myst_role(state, silent)
+        if found and not silent:
+            state.tokens[-1].meta["span"] = (start, state.pos)
+        return found
+
+    md.inline.ruler.at("myst_role", role_with_span)
+    return md
+
+
+@functools.lru_cache(maxsize=256)
+def _blocks(text: str) -> tuple:
+    """The block tokens of ``text``, inline text unparsed (cached: the index, the label lists and
+    the exercise statements read the same pages, in every test that builds an index)."""
+    return tuple(parser(inline=False).parse(text))
+
+
+def _roles(text: str) -> list:
+    """The role tokens of one inline text (a paragraph, a heading, a directive's argument)."""
+    if "}`" not in text:                       # every role has "}`" (``{name}`content```)
+        return []
+    md, children = parser(), []
+    md.inline.parse(text, md, {}, children)
+    return [child for child in children if child.type == "myst_role"]
+
+
+def directive_of(token) -> Directive | None:
+    """The directive a fence token opens (``None`` for plain code), split as myst-parser does."""
+    if token.type not in ("fence", "colon_fence"):
+        return None
+    return _directive_parts(token.info, token.content)
+
+
+@functools.lru_cache(maxsize=1024)
+def _directive_parts(info: str, content: str) -> Directive | None:
+    """The directive of a fence's info string and content, ``None`` for plain code (cached: every
+    reader of a page asks for its directives, and option parsing is the slow part)."""
+    parts = info.strip().split(maxsplit=1)
+    if not parts or not (parts[0].startswith("{") and parts[0].endswith("}")):
+        return None
+    name = parts[0][1:-1]
+    argument = parts[1].strip() if len(parts) > 1 else ""
+    options, body = _split_options(content, info.strip())
+    return Directive(name, argument, options, body)
+
+
+def _split_options(content: str, opening: str) -> tuple[dict[str, str], str]:
+    """A directive's options and the rest of its body: a ``---`` YAML block or leading ``:key:``
+    lines, as myst-parser reads them (its own option parser)."""
+    import yaml
+    from myst_parser.parsers.options import TokenizeError, options_to_items
+
+    lines = content.split("\n")
+    try:
+        if lines[0].startswith("---"):
+            end = next((i for i in range(1, len(lines)) if re.match("-{3,}", lines[i])), len(lines))
+            options = yaml.safe_load("\n".join(lines[1:end])) or {}
+            count = end + 1
+        else:
+            count = next((i for i, text in enumerate(lines) if not text.lstrip().startswith(":")),
+                         len(lines))
+            options = dict(options_to_items("\n".join(t.lstrip()[1:] for t in lines[:count]))[0])
+    except (yaml.YAMLError, TokenizeError) as err:
+        raise ValueError(f"the options of the directive `{opening}` do not parse ({err}): write "
+                         f"one `:key: value` per line, then a blank line before the body") from err
+    if not isinstance(options, dict):
+        raise ValueError(f"the options of the directive `{opening}` are not `key: value` pairs")
+    return {str(k): str(v).strip() for k, v in options.items()}, "\n".join(lines[count:])
+
+
+def _walk(text: str) -> Iterator:
+    """The block tokens of ``text`` in document order, the bodies of directives included."""
+    for token in _blocks(text):
+        yield token
+        directive = directive_of(token)
+        if directive is not None and directive.name not in LITERAL_DIRECTIVES:
+            yield from _walk(directive.body)
+
+
+def directives(path: Path) -> list[Directive]:
+    """Every directive of the page at ``path`` (nested ones too), in order."""
+    return [d for d in map(directive_of, _walk(path.read_text())) if d is not None]
+
+
+# --- rewriting text in place ----------------------------------------------------------------------
+
+class _Source:
+    """Text split into lines as markdown-it splits it, with the offset where each line starts, so
+    that a block token's line map and an inline token's offsets can be turned into edits."""
+
+    def __init__(self, text: str):
+        lines = re.split(r"\r\n?|\n", text.replace("\0", "\ufffd"))    # markdown-it's normalisation
+        if lines and lines[-1] == "":
+            lines.pop()
+        self.text = "".join(line + "\n" for line in lines)
+        self.starts = [0]
+        for line in lines:
+            self.starts.append(self.starts[-1] + len(line) + 1)
+        self.cursor: dict[int, int] = {}      # line -> offset already claimed by an inline token
+
+    def line_edit(self, line_map: list[int], new_lines: list[str]) -> tuple[int, int, str]:
+        """Replace the lines of a block token by ``new_lines``."""
+        return self.starts[line_map[0]], self.starts[line_map[1]], "".join(t + "\n" for t in new_lines)
+
+    def inline_origins(self, token, in_cell: bool) -> list[int]:
+        """Where each line of an inline token's text starts in the source. Containers (``>``, a
+        list's indentation) are left out of the token's text, markdown-it may turn a tab of the
+        indentation into spaces, and a table cell's text has ``|`` where the source has ``\\|``:
+        so each line is found from its first non-blank character, pipes escaped in a cell."""
+        origins = []
+        for i, part in enumerate(token.content.split("\n")):
+            line, words = token.map[0] + i, part.lstrip()
+            begin = max(self.starts[line], self.cursor.get(line, 0))
+            written = words.replace("|", "\\|") if in_cell else words
+            found = self.text.find(written, begin, self.starts[line + 1])
+            if found < 0:
+                raise ValueError(f"line {line + 1}: markdown-it read {part!r}, which is not in the "
+                                 f"source line {self.text[self.starts[line]:self.starts[line + 1]]!r}")
+            origins.append(found - (len(part) - len(words)))
+            self.cursor[line] = found + len(written)
+        return origins
+
+    def role_edits(self, token, replace: Callable, in_cell: bool = False) -> list[tuple[int, int, str]]:
+        """Edits that replace each role of an inline token by ``replace(role_token)``."""
+        spans = _role_spans(token.content, replace)
+        if not spans:
+            return []
+        origins, content = self.inline_origins(token, in_cell), token.content
+
+        def offset(at: int) -> int:
+            line_start = content.rfind("\n", 0, at) + 1
+            escapes = content.count("|", line_start, at) if in_cell else 0
+            return origins[content.count("\n", 0, at)] + at - line_start + escapes
+
+        return [(offset(start), offset(end), new.replace("|", "\\|") if in_cell else new)
+                for start, end, new in spans]
+
+    def apply(self, edits: list[tuple[int, int, str]]) -> list[str]:
+        """The lines of the text after the edits."""
+        text = _splice(self.text, edits)
+        return text[:-1].split("\n") if text else []
+
+
+def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with each ``(start, end, new)`` edit made (the edits may not overlap)."""
+    out, at = [], 0
+    for start, end, new in sorted(edits):
+        assert start >= at, "overlapping edits"
+        out += [text[at:start], new]
+        at = end
+    return "".join(out) + text[at:]
+
+
+def _role_spans(text: str, replace: Callable) -> list[tuple[int, int, str]]:
+    """``(start, end, replacement)`` of each role in an inline text."""
+    return [(*role.meta["span"], replace(role)) for role in _roles(text)]
+
+
+def _replace_roles(text: str, replace: Callable) -> str:
+    """``text`` (one paragraph of inline Markdown) with each role replaced by ``replace(role)``."""
+    return _splice(text, _role_spans(text, replace))
+
+
+# --- the index of labels ------------------------------------------------------------------------
 
 def chapter_number(stem: str) -> str:
     """``"03_principal_flow"`` -> ``"3"``; pages without a numeric prefix have none."""
@@ -124,106 +342,82 @@ def build_index(root: Path) -> BookIndex:
     return index
 
 
+def _numbered(chapter: str, count: int) -> str:
+    return f"{chapter}.{count}" if chapter else str(count)
+
+
 def _index_page(index: BookIndex, path: Path, page: str) -> None:
+    """Index the sections (targets right before a heading), labelled equations, exercises and prf
+    blocks of one page, numbering equations and exercises in document order."""
     number = chapter_number(path.stem)
     index.chapter_numbers[page] = number
-    lines = path.read_text().splitlines()
+    tokens = list(_walk(path.read_text()))
     pending: list[str] = []
     equations = exercises = 0
-    code_fence = ""                                   # the fence of an open code block, if any
-    directive: tuple[str, str, str] | None = None     # (name, argument, fence) of an open directive
-    for line in lines:
-        if code_fence:
-            if re.fullmatch(r"\s*" + re.escape(code_fence[0]) + "{%d,}\\s*" % len(code_fence), line):
-                code_fence = ""
+    for i, token in enumerate(tokens):
+        if token.type == "myst_target":
+            pending.append(token.content)
             continue
-        opening = FENCE_OPEN.match(line)
-        plain = PLAIN_FENCE.match(line)
-        if plain and (not opening or opening.group(3) in ("code-cell", "code-block", "code")):
-            code_fence = plain.group(2)
+        if token.map is None:
             continue
-        m = LABEL_LINE.match(line)
-        if m:
-            pending.append(m.group(1))
-            continue
-        m = HEADING.match(line)
-        if m:
-            title = _plain_title(m.group(2))
-            if len(m.group(1)) == 1 and page not in index.titles:
+        if token.type == "heading_open":
+            title = _replace_roles(tokens[i + 1].content, lambda role: role.content)
+            if token.tag == "h1" and page not in index.titles:
                 index.titles[page] = title
             for label in pending:
                 index.targets[label] = Target(page, "section", title=title, anchor=label)
-            pending = []
-            continue
-        if line.strip():
-            pending = []
-        m = MATH_CLOSE_LABEL.match(line)
-        if m:
+        pending = []
+        if token.type == "math_block_label":
             equations += 1
-            index.targets[m.group(2)] = Target(
-                page, "equation", number=f"{number}.{equations}" if number else str(equations),
-                anchor=f"equation-{m.group(2)}")
-            continue
-        m = FENCE_OPEN.match(line)
-        if m:
-            name, arg = m.group(3), m.group(4).strip()
-            directive = (name, arg, m.group(2))
-            if name in ("exercise", "exercise-start"):
-                exercises += 1
-            continue
-        m = OPTION.match(line)
-        if m and directive and m.group(1) == "label":
-            name, arg, _ = directive
-            label = m.group(2).strip()
-            if name in ("exercise", "exercise-start"):
-                index.targets[label] = Target(page, "exercise",
-                                              number=f"{number}.{exercises}" if number else str(exercises),
-                                              title="Exercise", anchor=label)
-            elif name.startswith("prf:"):
-                kind = PRF_NAMES.get(name[4:], name[4:].capitalize())
-                index.targets[label] = Target(page, "prf", title=f"{kind} ({arg})" if arg else kind,
-                                              anchor=label)
+            index.targets[token.info] = Target(page, "equation", number=_numbered(number, equations),
+                                               anchor=f"equation-{token.info}")
+        directive = directive_of(token)
+        if directive is not None and directive.name in ("exercise", "exercise-start"):
+            exercises += 1
+        if directive is not None and directive.options.get("label"):
+            _index_directive(index, page, directive, _numbered(number, exercises))
 
 
-def _plain_title(text: str) -> str:
-    return ROLE.sub(lambda m: m.group(2), text)
+def _index_directive(index: BookIndex, page: str, d: Directive, exercise_number: str) -> None:
+    label = d.options["label"]
+    if d.name in ("exercise", "exercise-start"):
+        index.targets[label] = Target(page, "exercise", number=exercise_number, title="Exercise",
+                                      anchor=label)
+    elif d.name.startswith("prf:"):
+        kind = PRF_NAMES.get(d.name[4:], d.name[4:].capitalize())
+        index.targets[label] = Target(page, "prf", title=f"{kind} ({d.argument})" if d.argument else kind,
+                                      anchor=label)
 
 
-@dataclass
-class PageContext:
-    """What the converter needs to know about the page it converts."""
-
-    index: BookIndex
-    page: str
-
-    @property
-    def number(self) -> str:
-        return self.index.chapter_numbers.get(self.page, "")
-
+# --- roles ----------------------------------------------------------------------------------------
 
 def convert_roles(text: str, ctx: PageContext) -> str:
-    """Rewrite MyST roles in ``text`` into Markdown (links, citations, inline maths)."""
+    """Rewrite MyST roles in ``text`` (inline Markdown) into Markdown (links, citations, maths)."""
+    return _replace_roles(text, functools.partial(_role, ctx=ctx))
 
-    def replace(match: re.Match) -> str:
-        role, content = match.group(1), match.group(2)
-        if role == "eq":
-            return _equation_ref(content.strip(), ctx)
-        if role in ("ref", "numref", "prf:ref", "doc"):
-            return _generic_ref(role, content, ctx)
-        if role.startswith("cite"):
-            return _citation(role, content, ctx)
-        if role == "math":
-            return f"${content}$"
-        if role in ("sub", "sup"):
-            return f"<{role}>{content}</{role}>"
-        return f"`{content}`"
 
-    return ROLE.sub(replace, text)
+def _role(token, ctx: PageContext) -> str:
+    """The Markdown of one role token."""
+    role, content = token.meta["name"], token.content
+    if role == "eq":
+        return _equation_ref(content.strip(), ctx)
+    if role in ("ref", "numref", "prf:ref", "doc"):
+        return _generic_ref(role, content, ctx)
+    if role.startswith("cite"):
+        return _citation(role, content, ctx)
+    if role == "math":
+        return f"${content}$"
+    if role in ("sub", "sup"):
+        return f"<{role}>{content}</{role}>"
+    return f"`{content}`"
 
 
 def _split_explicit(content: str) -> tuple[str | None, str]:
-    m = re.match(r"^(.*?)\s*<([^<>]+)>\s*$", content, re.S)
-    return (m.group(1), m.group(2)) if m else (None, content.strip())
+    """``"text <label>"`` -> ``("text", "label")``; ``"label"`` -> ``(None, "label")`` (Sphinx's rule)."""
+    from sphinx.util.nodes import split_explicit_title
+
+    explicit, text, label = split_explicit_title(content.strip())
+    return (text if explicit else None), label.strip()
 
 
 def _equation_ref(label: str, ctx: PageContext) -> str:
@@ -244,12 +438,7 @@ def _generic_ref(role: str, content: str, ctx: PageContext) -> str:
     if target is None:
         return text or label
     if text is None:
-        if target.kind == "section":
-            text = target.title
-        elif target.kind == "exercise":
-            text = f"Exercise {target.number}"
-        else:
-            text = target.title
+        text = f"Exercise {target.number}" if target.kind == "exercise" else target.title
     return f"[{text}]({target.url(ctx.index.base_url)})"
 
 
@@ -263,90 +452,7 @@ def _citation(role: str, content: str, ctx: PageContext) -> str:
     return "(" + "; ".join(f"{a}, {y}" for a, y in parts) + ")"
 
 
-@dataclass
-class Directive:
-    name: str
-    argument: str
-    options: dict[str, str]
-    body: list[str]
-
-
-def parse_blocks(lines: list[str]):
-    """Split lines into plain runs and (possibly nested) directive blocks.
-
-    Yields ``("text", [lines])``, ``("code", [lines])`` for ordinary fenced code, and
-    ``("directive", Directive)``. A directive left open at the end of ``lines`` is closed there.
-    """
-    i, text = 0, []
-    while i < len(lines):
-        line = lines[i]
-        m = FENCE_OPEN.match(line)
-        plain = PLAIN_FENCE.match(line)
-        if m:
-            if text:
-                yield "text", text
-                text = []
-            fence = m.group(2)
-            body, j = [], i + 1
-            closing = re.compile(r"^\s*" + re.escape(fence[0]) + "{%d,}\\s*$" % len(fence))
-            depth = 0
-            while j < len(lines):
-                inner = FENCE_OPEN.match(lines[j])
-                if inner and inner.group(2)[0] == fence[0] and len(inner.group(2)) == len(fence):
-                    depth += 1
-                elif closing.match(lines[j]):
-                    if depth == 0:
-                        break
-                    depth -= 1
-                body.append(lines[j])
-                j += 1
-            options = {}
-            while body and OPTION.match(body[0]):
-                key, value = OPTION.match(body[0]).groups()
-                options[key] = value.strip()
-                body = body[1:]
-            yield "directive", Directive(m.group(3), m.group(4).strip(), options, body)
-            i = j + 1
-            continue
-        if plain:
-            if text:
-                yield "text", text
-                text = []
-            fence = plain.group(2)
-            block, j = [line], i + 1
-            while j < len(lines) and not re.match(r"^\s*" + re.escape(fence[0]) + "{%d,}\\s*$" % len(fence),
-                                                   lines[j]):
-                block.append(lines[j])
-                j += 1
-            if j < len(lines):
-                block.append(lines[j])
-            yield "code", block
-            i = j + 1
-            continue
-        text.append(line)
-        i += 1
-    if text:
-        yield "text", text
-
-
-def _text_lines(lines: list[str], ctx: PageContext) -> list[str]:
-    out = []
-    for line in lines:
-        if LABEL_LINE.match(line) or line.startswith("% "):
-            continue
-        m = MATH_CLOSE_LABEL.match(line)
-        if m:
-            target = ctx.index.targets.get(m.group(2))
-            before = m.group(1).rstrip()
-            if before:
-                out.append(before)
-            if target:
-                out.append(f"\\tag{{{target.number}}}")
-            out.append("$$")
-            continue
-        out.append(convert_roles(line, ctx))
-    return out
-
+# --- blocks ---------------------------------------------------------------------------------------
 
 def quote(lines: list[str]) -> list[str]:
     """Markdown block quote of ``lines`` (a blank line becomes a bare ``>``)."""
@@ -355,7 +461,7 @@ def quote(lines: list[str]) -> list[str]:
 
 def convert_markdown(source: str, ctx: PageContext, *, hide_solutions: bool = False) -> str:
     """Convert one Markdown cell (no gated directives across cells: see :func:`convert_cells`)."""
-    return _tidy("\n".join(_convert(source.splitlines(), ctx, hide_solutions)))
+    return _tidy("\n".join(_convert(source, ctx, hide_solutions)))
 
 
 def _tidy(text: str) -> str:
@@ -363,20 +469,47 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", text).strip("\n")
 
 
-def _convert(lines: list[str], ctx: PageContext, hide_solutions: bool) -> list[str]:
-    out: list[str] = []
-    for kind, block in parse_blocks(lines):
-        if kind == "text":
-            out.extend(_text_lines(block, ctx))
-        elif kind == "code":
-            out.extend(block)
-        else:
-            out.extend(_directive(block, ctx, hide_solutions))
-    return out
+def _convert(text: str, ctx: PageContext, hide_solutions: bool) -> list[str]:
+    """The lines of ``text`` with every MyST construct rewritten in place (blank runs left)."""
+    source = _Source(text)
+    tokens, edits, replace = _blocks(source.text), [], functools.partial(_role, ctx=ctx)
+    for i, token in enumerate(tokens):
+        if token.type == "inline":
+            in_cell = i > 0 and tokens[i - 1].type in ("th_open", "td_open")
+            edits += source.role_edits(token, replace, in_cell)
+            continue
+        new = _block(token, source, ctx, hide_solutions) if token.map else None
+        if new is not None:
+            edits.append(source.line_edit(token.map, new))
+    return source.apply(edits)
+
+
+def _block(token, source: _Source, ctx: PageContext, hide_solutions: bool) -> list[str] | None:
+    """The lines that replace a block token, or ``None`` to keep its lines."""
+    if token.type in ("myst_target", "myst_line_comment"):
+        return []
+    if token.type == "math_block_label":
+        first, end = token.map
+        lines = source.text[source.starts[first]:source.starts[end] - 1].split("\n")
+        return _labelled_math(lines, token.info, ctx)
+    directive = directive_of(token)
+    return None if directive is None else _directive(directive, ctx, hide_solutions)
+
+
+def _labelled_math(lines: list[str], label: str, ctx: PageContext) -> list[str]:
+    """``$$ ... $$ (label)`` -> the same maths closed by ``\\tag{C.N}`` (the book's number)."""
+    target = ctx.index.targets.get(label)
+    last = lines[-1]
+    before = last[:last.rfind("$$")].rstrip()
+    return [*lines[:-1], *([before] if before else []),
+            *([f"\\tag{{{target.number}}}"] if target else []), "$$"]
 
 
 def _directive(d: Directive, ctx: PageContext, hide_solutions: bool) -> list[str]:
     name, label = d.name, d.options.get("label", "")
+    if name in LITERAL_DIRECTIVES:
+        body = d.body.splitlines()
+        return ["$$", *body, "$$"] if name == "math" else [f"```{d.argument}", *body, "```"]
     body = _convert(d.body, ctx, hide_solutions)
     if name == "exercise":
         target = ctx.index.targets.get(label)
@@ -384,32 +517,30 @@ def _directive(d: Directive, ctx: PageContext, hide_solutions: bool) -> list[str
         title = f" ({convert_roles(d.argument, ctx)})" if d.argument else ""
         return ["", f"**Exercise{number}**{title}", "", *body, ""]
     if name == "solution":
-        if hide_solutions:
-            return []
-        return ["", *_solution_heading(d.argument, ctx), "", *body, ""]
+        return [] if hide_solutions else ["", *_solution_heading(d.argument, ctx), "", *body, ""]
+    if name == "prf:proof":
+        return ["", "*Proof.*", "", *body, "", "$\\square$", ""]
     if name.startswith("prf:"):
-        kind = name[4:]
-        if kind == "proof":
-            return ["", "*Proof.*", "", *body, "", "$\\square$", ""]
-        title = PRF_NAMES.get(kind, kind.capitalize())
+        title = PRF_NAMES.get(name[4:], name[4:].capitalize())
         arg = f" ({convert_roles(d.argument, ctx)})" if d.argument else ""
         return ["", f"**{title}{arg}.**", "", *body, ""]
-    if name in ("math",):
-        return ["$$", *d.body, "$$"]
-    if name in ("code-block", "code", "sourcecode"):
-        return [f"```{d.argument}", *d.body, "```"]
     if name in ("figure", "image"):
-        src = d.argument
-        if not src.startswith(("http://", "https://")):
-            src = ctx.index.raw_url(str(Path(ctx.page).parent / src))
-        caption = " ".join(line.strip() for line in body if line.strip())
-        return [f"![{d.options.get('alt', caption)}]({src})", "", *(["*" + caption + "*"] if caption else [])]
-    if name in ("bibliography", "tableofcontents", "toctree", "raw", "glue:figure"):
+        return _figure(d, body, ctx)
+    if name in ("bibliography", "tableofcontents", "toctree", "glue:figure"):
         return []
     if name in ADMONITIONS:
         title = convert_roles(d.argument, ctx) if d.argument else name.capitalize()
         return ["", *quote([f"**{title}.**", "", *body]), ""]
     return body
+
+
+def _figure(d: Directive, body: list[str], ctx: PageContext) -> list[str]:
+    """An image with its caption below it; a relative path becomes the raw file on GitHub."""
+    src = d.argument
+    if not src.startswith(("http://", "https://")):
+        src = ctx.index.raw_url(str(Path(ctx.page).parent / src))
+    caption = " ".join(line.strip() for line in body if line.strip())
+    return [f"![{d.options.get('alt', caption)}]({src})", "", *(["*" + caption + "*"] if caption else [])]
 
 
 def _solution_heading(exercise_label: str, ctx: PageContext) -> list[str]:
@@ -418,8 +549,7 @@ def _solution_heading(exercise_label: str, ctx: PageContext) -> list[str]:
     return [f"**Solution to Exercise{number}**"]
 
 
-GATED = re.compile(r"^\s*(:{3,})\{(solution|exercise)-(start|end)\}\s*(.*)$")
-
+# --- notebooks ------------------------------------------------------------------------------------
 
 def convert_cells(cells, ctx: PageContext, *, hide_solutions: bool = False):
     """Convert the cells of a MyST notebook (``nbformat`` cells) in order.
@@ -439,31 +569,11 @@ def convert_cells(cells, ctx: PageContext, *, hide_solutions: bool = False):
         if cell.cell_type != "markdown":
             out.append((cell, None))
             continue
-        lines = cell.source.splitlines()
-        segments: list[tuple[bool, list[str]]] = [(in_solution, [])]
-        i = 0
-        while i < len(lines):
-            m = GATED.match(lines[i])
-            if not m:
-                segments[-1][1].append(lines[i])
-                i += 1
-                continue
-            fence, kind, edge, arg = m.groups()
-            j = i + 1          # skip the directive's options and its closing fence
-            while j < len(lines) and OPTION.match(lines[j]):
-                j += 1
-            if j < len(lines) and re.fullmatch(r"\s*:{3,}\s*", lines[j]):
-                j += 1
-            if kind == "solution":
-                in_solution = edge == "start"
-                segments.append((in_solution, []))
-                if edge == "start":
-                    segments[-1][1].extend(["", *_solution_heading(arg.strip(), ctx), ""])
-            i = j
-        for solution, seg in segments:
+        segments, in_solution = _gated_segments(cell.source, in_solution, ctx)
+        for solution, text in segments:
             if solution and hide_solutions:
                 continue
-            text = _tidy("\n".join(_convert(seg, ctx, hide_solutions)))
+            text = _tidy("\n".join(_convert(text, ctx, hide_solutions)))
             if text.strip():
                 new = cell.copy()
                 new["source"] = text
@@ -471,24 +581,42 @@ def convert_cells(cells, ctx: PageContext, *, hide_solutions: bool = False):
     return out
 
 
+def _gated_segments(text: str, in_solution: bool, ctx: PageContext) -> tuple[list[tuple[bool, str]], bool]:
+    """Split a Markdown cell at its gated directives: ``[(is_solution, text)]`` and whether a
+    solution is still open at the end of the cell. A ``{solution-start}`` segment begins with the
+    solution's heading; the ``{exercise-start}``/``{exercise-end}`` fences themselves are dropped."""
+    source = _Source(text)
+    segments: list[tuple[bool, str]] = []
+    current, cut = "", 0
+    for token in _blocks(source.text):
+        directive = directive_of(token) if token.level == 0 else None
+        if directive is None or directive.name not in GATED:
+            continue
+        current += source.text[source.starts[cut]:source.starts[token.map[0]]]
+        cut = token.map[1]
+        if directive.name.startswith("solution"):
+            segments.append((in_solution, current))
+            in_solution = directive.name == "solution-start"
+            heading = _solution_heading(directive.argument, ctx) if in_solution else []
+            current = "".join(line + "\n" for line in ["", *heading, ""]) if heading else ""
+    segments.append((in_solution, current + source.text[source.starts[cut]:]))
+    return segments, in_solution
+
+
 def exercise_statement(path: Path, label: str, ctx: PageContext) -> str:
     """The converted body of the exercise labelled ``label`` in the chapter at ``path``."""
-    lines = path.read_text().splitlines()
-    for kind, block in parse_blocks(lines):
-        if kind == "directive" and block.name in ("exercise", "exercise-start") \
-                and block.options.get("label") == label:
-            return _tidy("\n".join(_convert(block.body, ctx, True)))
+    for d in directives(path):
+        if d.name in ("exercise", "exercise-start") and d.options.get("label") == label:
+            return _tidy("\n".join(_convert(d.body, ctx, True)))
     raise KeyError(f"{path} has no exercise labelled {label!r}: check the label in the "
                    f"assignment against the chapter's :label: lines.")
 
 
 def exercise_labels(path: Path) -> list[str]:
     """Labels of the exercises of a chapter, in order."""
-    return [block.options.get("label", "") for kind, block in parse_blocks(path.read_text().splitlines())
-            if kind == "directive" and block.name in ("exercise", "exercise-start")]
+    return [d.options.get("label", "") for d in directives(path) if d.name in ("exercise", "exercise-start")]
 
 
 def solution_labels(path: Path) -> list[str]:
     """Exercise labels that have a solution (plain ``{solution}`` or gated ``{solution-start}``)."""
-    return [block.argument for kind, block in parse_blocks(path.read_text().splitlines())
-            if kind == "directive" and block.name in ("solution", "solution-start")]
+    return [d.argument for d in directives(path) if d.name in ("solution", "solution-start")]
