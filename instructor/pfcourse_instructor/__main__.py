@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("--hide-solutions", action="store_true", default=None)
 
     grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into one CSV")
-    grade.add_argument("submissions", help="folder of .ipynb files (searched recursively)")
-    grade.add_argument("--out", default="scores.csv", help="CSV to write (default: scores.csv)")
+    grade.add_argument("submissions", help="folder of .ipynb files (searched recursively, links not "
+                                            "followed; each row names its path in it)")
+    grade.add_argument("--out", default="scores.csv", help="CSV to write, in an existing folder (default: scores.csv)")
     grade.add_argument("--assignment", action="append", default=None,
                        help="an assignment source NN_name.md, or a folder of them (a private copy with your own "
                             "hidden tests); repeatable (default: coursework/); each notebook is matched by content")
@@ -67,15 +68,23 @@ def main(argv: list[str] | None = None) -> int:
         start = time.monotonic()
         limits = Limits(memory_gb=args.memory_gb, processes=args.processes,
                         cpu_seconds=int(max(60, args.timeout) * 4))
-        rows = grade_folder(args.submissions, args.out, root=args.root, assignment=args.assignment,
-                            cell_timeout=args.cell_timeout, timeout=args.timeout, jobs=args.jobs, limits=limits)
+        try:
+            rows = grade_folder(args.submissions, args.out, root=args.root, assignment=args.assignment,
+                                cell_timeout=args.cell_timeout, timeout=args.timeout, jobs=args.jobs,
+                                limits=limits)
+        except (OSError, ValueError) as err:     # a missing folder, an --out that cannot be written, ...
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         print(summary_table(rows))
         print(f"wrote {args.out} ({len(rows)} rows) in {time.monotonic() - start:.0f} s")
         failed = sorted({r.submission for r in rows if r.status == "not-graded"})
+        renamed = sorted({r.submission for r in rows if r.named_as})
         if failed:
             print(f"{len(failed)} submission(s) could not be graded (see the reasons above and in the CSV)")
-            return 1
-        return 0
+        if renamed:
+            print(f"{len(renamed)} submission(s) graded as another assignment than their file name names "
+                  "(marked *; see above)")
+        return 1 if failed or renamed else 0
     if args.command == "execute":
         from .notebooks import execute
 
