@@ -110,7 +110,7 @@ GOOD_QUESTION = ('+++ {"question": "ex-toy"}\n\nWrite `area(r)`.\n\n```{code-cel
                  'def area(r):\n    # BEGIN SOLUTION\n    return 3.14159 * r ** 2\n    # END SOLUTION\n```\n\n'
                  '```{code-cell} ipython3\n:tags: [public-tests]\nassert area(0) == 0\n```\n\n'
                  '```{code-cell} ipython3\n:tags: [hidden-tests]\nprobe = {"one": area(1)}\n# ---- grader ----\n'
-                 'assert abs(probe["one"] - 3.14159) < 1e-9\n```\n')
+                 'expect_close(probe["one"], 3.14159, atol=1e-9)\n```\n')
 
 
 @pytest.mark.parametrize("body, message", [

@@ -11,7 +11,9 @@ An assignment is ``coursework/NN_name.md``, a MyST notebook that belongs to the 
   solution between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` inside a function), ``public-tests``
   (checks the student sees and runs), ``hidden-tests`` (checks only the grader runs: a *probe* part
   that runs in the student's process and binds ``probe``, plain data, then, after the line
-  ``# ---- grader ----``, a *check* part that runs in the grader's process on ``probe``) and
+  ``# ---- grader ----``, a *check* part that runs in the grader's process on ``probe``, reading it
+  only through the helpers of :mod:`.expect` and comparing it with a reference of its own: the
+  rules of :func:`check_rules`, enforced here) and
   ``wrong-answer`` (a plausible wrong replacement of the answer cell that passes the public checks
   and must fail a hidden test; only the tests use it);
 - other Markdown cells are kept as they are.
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import nbformat
 
-from . import myst
+from . import expect, myst
 from .common import GENERATED_BY, install_cell_source, new_notebook, repository_root
 
 ROLES = ("setup", "answer", "public-tests", "hidden-tests", "wrong-answer")
@@ -148,7 +150,7 @@ def defined_functions(source: str) -> list[str]:
     """Top-level ``def`` names of a code cell (empty if it does not parse)."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):   # e.g. 1 + 1 + ... 5,000 terms
         return []
     return [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
 
@@ -172,7 +174,117 @@ def split_hidden_test(source: str, where: str) -> HiddenTest:
                 for node in ast.walk(probe_tree))
     if not binds:
         raise AssignmentError(f"{where}: the probe part (above `{GRADER_LINE}`) must bind `probe`, a dict of plain data.")
+    problem = check_rules(check)
+    if problem:
+        raise AssignmentError(f"{where}: the check (below `{GRADER_LINE}`) {problem} "
+                              "(coursework/README.md, 'Hidden tests').")
     return HiddenTest(probe=probe, check=check)
+
+
+def check_rules(check: str) -> str | None:
+    """What makes a check unable to fail closed, or ``None``: the rules of coursework/README.md.
+
+    1. ``probe`` is read only as ``probe["key"]``, the first argument of an ``expect_...`` helper
+       (:mod:`.expect`), which checks the value's type, shape, length and finiteness first;
+    2. at least one comparison (``expect_close``, ``expect_equal``, ``expect_sympy``) takes a probe
+       value, ``probe["key"]`` itself, and a reference that does not depend on the probe: its
+       ``want`` mentions no name bound, anywhere in the check, from anything that mentions
+       ``probe`` (a flow-insensitive taint: conservative, never fooled by the order of lines);
+    3. every ``zip(...)`` passes ``strict=True``, and no ``expect_...`` or ``zip`` is redefined.
+    """
+    tree = ast.parse(check)
+    helpers = (*expect.COMPARISONS, *expect.VALIDATORS)
+    reads = {id(call.args[0]) for call in _calls(tree, helpers) if call.args and _is_probe_read(call.args[0])}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "probe":
+            parent = getattr(node, "parent", None)
+            if not (isinstance(parent, ast.Subscript) and id(parent) in reads):
+                return (f"uses `probe` on its line {node.lineno} other than as `expect_...(probe[\"key\"], ...)`: "
+                        "read every probe value through a helper that checks its type and shape")
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)) and _reserved(node.id) \
+                or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _reserved(node.name):
+            return f"redefines `{getattr(node, 'id', getattr(node, 'name', ''))}` on its line {node.lineno}"
+    for call in _calls(tree, ("zip",)):
+        if not any(k.arg == "strict" and isinstance(k.value, ast.Constant) and k.value.value is True
+                   for k in call.keywords):
+            return f"calls `zip` without `strict=True` on its line {call.lineno} (a short list would skip the test)"
+    tainted = _tainted_names(tree)
+    for call in _calls(tree, expect.COMPARISONS):
+        want = call.args[1] if len(call.args) > 1 else next((k.value for k in call.keywords if k.arg == "want"), None)
+        if call.args and _is_probe_read(call.args[0]) and want is not None and not _mentions(want, tainted):
+            return None
+    return ("compares no probe value with a reference of its own: call `expect_close`, `expect_equal` or "
+            "`expect_sympy` with `probe[\"key\"]` and a `want` computed without the probe")
+
+
+def _reserved(name: str) -> bool:
+    return name == "zip" or name.startswith("expect_")
+
+
+def _is_probe_read(node) -> bool:
+    return (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "probe"
+            and isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str))
+
+
+def _calls(tree, names) -> list[ast.Call]:
+    """Calls of the plain names ``names`` in ``tree`` (every node also gets its ``parent``)."""
+    for node in ast.walk(tree):
+        for child in ast.iter_child_nodes(node):
+            child.parent = node
+    return [node for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in names]
+
+
+def _mentions(node, names: set[str]) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(node))
+
+
+def _bound_names(target) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
+
+
+def _pairs(target, value, iterating: bool = False):
+    """(names, expression they are bound from) for ``target = value`` (or ``for target in value``),
+    element by element where the code shows it: ``a, b = x, y``; ``for a, b in zip(x, y)``;
+    ``for n, a in enumerate(x)``; else every name of ``target`` from all of ``value``."""
+    if isinstance(target, (ast.Tuple, ast.List)) and not any(isinstance(e, ast.Starred) for e in target.elts):
+        parts, n = None, len(target.elts)
+        if not iterating and isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == n:
+            parts = value.elts
+        elif iterating and isinstance(value, ast.Call) and isinstance(value.func, ast.Name):
+            if value.func.id == "zip" and len(value.args) == n:
+                parts = value.args
+            elif value.func.id == "enumerate" and len(value.args) == 1 and n == 2:
+                parts = [ast.Constant(0), value.args[0]]
+        if parts is not None:
+            for t, v in zip(target.elts, parts, strict=True):
+                yield from _pairs(t, v)
+            return
+    yield _bound_names(target), value
+
+
+def _tainted_names(tree) -> set[str]:
+    """Names bound (anywhere) from an expression that mentions ``probe`` or another such name."""
+    bindings = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            bindings += [pair for target in node.targets for pair in _pairs(target, node.value)]
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            bindings += list(_pairs(node.target, node.value))
+        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)):
+            bindings += list(_pairs(node.target, node.iter, iterating=True))
+        elif isinstance(node, ast.withitem) and node.optional_vars is not None:
+            bindings += list(_pairs(node.optional_vars, node.context_expr))
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bindings.append(({node.name}, node))
+    tainted, grew = {"probe"}, True
+    while grew:
+        grew = False
+        for names, value in bindings:
+            if not names <= tainted and _mentions(value, tainted):
+                tainted |= names
+                grew = True
+    return tainted
 
 
 def public_check_source(code: str, question: Question) -> str:

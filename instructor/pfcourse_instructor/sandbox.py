@@ -1,24 +1,34 @@
 """The sandbox a submission runs in, and the grader's handle on it.
 
-:class:`Sandbox` (grader side) starts the student's process (:mod:`.student`) in its own session,
-talks to it over two pipes, gives each cell a time limit, restarts it (and replays the cells that
-had run) after a crash or a time-out, and at the end kills everything it started
-(:func:`kill_processes`: its session and every descendant, found in ``/proc``).
+:class:`Sandbox` (grader side) starts the student's process (:mod:`.student`) inside bubblewrap
+(``bwrap``, Debian's ``bubblewrap``, the sandbox Flatpak uses), talks to it over two pipes, gives
+each cell a time limit, restarts it (and replays the cells that had run) after a crash or a
+time-out, and at the end kills everything it started (:func:`kill_processes`).
 
-:func:`main` (``python -I -m pfcourse_instructor.sandbox CONFIG``) is the launcher: it runs inside
-``unshare`` (new mount, PID, network and IPC namespaces; a user namespace too when the grader is not
-root) where the OS allows it, and before it becomes the student's process it
+The file system is an **allow-list** (:func:`bwrap_command`): an empty root (read-only) holding
+read-only binds of ``/usr`` (``/lib*``, ``/bin`` as on the host), ``/etc/ld.so.cache`` and
+``/etc/localtime``, the Python prefix and the virtual environment, and the ``pfcourse`` and
+``pfcourse_instructor`` packages; a fresh ``/proc`` (new PID namespace) and a minimal ``/dev``;
+size-limited private tmpfs for the working folder (``/home/student``, holding its own copy of the
+notebook), ``/tmp`` and ``/dev/shm``; empty ``/run``, ``/var/run`` and ``/var/tmp``. Nothing else
+of the host exists inside: not the repository's ``coursework/`` or ``.git``, not the submissions,
+the output folder, ``$HOME``, another checkout, or a host service's Unix socket (the one addition:
+the class's JAX compilation cache at ``/jit-cache``, read-only, filled by the reference solution's
+run, see :func:`.grading._warm_jit_cache`). The tmpfs vanish
+with the mount namespace, so a kill leaves nothing on disk. Network, PID, IPC, UTS and cgroup
+namespaces are new (no network at all; abstract Unix sockets belong to the network namespace);
+``--die-with-parent`` and ``--new-session``. As root the student runs as an unused user id (so
+``RLIMIT_NPROC`` counts its processes alone) with ``no_new_privs``; otherwise bwrap makes a user
+namespace (``--disable-userns``: none nested). Resource limits (:class:`Limits`) are set with
+``prlimit`` on bwrap and inherited.
 
-- mounts empty file systems over the folders that must stay secret (the repository with the
-  hidden tests and its ``.git``, the private assignment folder, the submissions, the output folder,
-  ``$HOME``) and a fresh ``/tmp`` and ``/dev/shm``; binds back read-only only what the student's
-  process needs (Python, ``pfcourse``, this package) and its working folder, which holds only its
-  notebook; makes every other mount read-only;
-- drops its privileges (to an unused user id when the grader is root; otherwise every capability of
-  the user namespace, with ``SECBIT_NOROOT``), sets ``no_new_privs``;
-- sets resource limits (``RLIMIT_AS`` memory, ``RLIMIT_NPROC`` processes and threads,
-  ``RLIMIT_CPU``, ``RLIMIT_FSIZE``, no core files), a scrubbed environment, and its working folder.
+Seccomp and Landlock: the machine this was written on (Debian 12, Linux 6.18) has both (seccomp
+filters; Landlock ABI 7). The sandbox uses neither: the allow-listed mount namespace already hides
+every file and file-system socket, and the network namespace every abstract socket; a seccomp
+filter would need a compiled BPF program (``bwrap --seccomp FD``) that this package does not ship.
 
+:func:`require_sandbox` raises :class:`SandboxUnavailable`, naming the package, where ``bwrap`` is
+missing or cannot create namespaces (``python3 dev.py test`` installs it as root).
 ``coursework/README.md`` says what this guards against and what it does not.
 
 Book: none (tooling for the coursework).
@@ -28,7 +38,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -44,11 +53,17 @@ from .student import HEADER
 GRACE = 5.0                     # seconds a cell past its time limit has to answer before it is killed
 START_TIMEOUT = 180.0           # seconds for the student's process to start (imports IPython)
 MAX_ANSWER = 80 * 2**20         # bytes of one answer (a probe) read from the student's process
+HOME = "/home/student"          # the working folder inside: a tmpfs holding the notebook's copy
+JIT_CACHE = "/jit-cache"        # where a JAX compilation cache is bound (see grading.warm_jit_cache)
 KEPT_ENV = ("LANG", "LC_ALL", "TZ", "JAX_PLATFORMS", "JAX_ENABLE_X64", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC = 1, 2, 4, 8, 32, 4096, 16384
-MNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024,
-             "nodiratime": 2048, "relatime": 1 << 21, "strictatime": 1 << 24}
+INSTALL = ("the grader's sandbox needs bubblewrap (`bwrap`, Debian/Ubuntu package `bubblewrap`, "
+           "Fedora `bubblewrap`): install it (`sudo apt-get install bubblewrap`; `python3 dev.py test` "
+           "does so when run as root) and grade again")
+
+
+class SandboxUnavailable(OSError):
+    """bwrap is missing, or cannot create the sandbox's namespaces on this machine."""
 
 
 @dataclass
@@ -58,31 +73,124 @@ class Limits:
     memory_gb: float = 8.0
     processes: int = 512            # processes and threads (RLIMIT_NPROC counts both)
     cpu_seconds: int = 3600
-    file_mb: int = 1024
+    file_mb: int = 1024             # one file (RLIMIT_FSIZE), and the working folder's tmpfs
+    tmp_mb: int = 512               # /tmp's and /dev/shm's tmpfs each
+
+
+# ---------------------------------------------------------------- the bwrap command
+
+
+def _allowed() -> list[Path]:
+    """What the student's Python needs from the host: its prefixes and the two packages."""
+    import pfcourse
+
+    here = Path(__file__).resolve().parent
+    wanted = [Path(sys.base_prefix), Path(sys.prefix), Path(pfcourse.__file__).resolve().parent, here]
+    return sorted({p.resolve() for p in wanted}, key=lambda p: len(p.parts))
+
+
+def _binds(paths: list[Path]) -> list[str]:
+    """bwrap arguments: the system folders, then each path read-only, its parents made searchable."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for name in ("/lib", "/lib64", "/lib32", "/bin", "/sbin"):
+        if os.path.islink(name):
+            args += ["--symlink", os.readlink(name), name]
+        elif os.path.isdir(name):
+            args += ["--ro-bind", name, name]
+    args += ["--perms", "0755", "--dir", "/etc", "--perms", "0755", "--dir", "/var"]
+    for name in ("/etc/ld.so.cache", "/etc/localtime"):
+        if os.path.exists(name):
+            args += ["--ro-bind", name, name]
+    made: set[Path] = set()
+    for path in paths:
+        if any(p == path or p in path.parents for p in made | {Path("/usr")}):
+            continue          # inside a folder bound already
+        for parent in reversed(path.parents[:-1]):
+            args += ["--perms", "0755", "--dir", str(parent)]
+        args += ["--ro-bind", str(path), str(path)]
+        made.add(path)
+    return args
+
+
+def bwrap_command(limits: Limits, uid: int | None, inner: list[str], notebook_fd: int | None = None,
+                  jit_cache: tuple[str, bool] | None = None) -> list[str]:
+    """The command that runs ``inner`` in the sandbox (see the module's docstring).
+
+    ``uid``: the unused user id it becomes (the grader is root), or None (a user namespace).
+    ``notebook_fd``: a file descriptor whose contents become ``HOME/submission.ipynb``.
+    ``jit_cache``: (folder, writable): a JAX compilation cache bound at :data:`JIT_CACHE`.
+    """
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        raise SandboxUnavailable(INSTALL)
+    nproc = limits.processes if uid is not None else limits.processes + _user_tasks()
+    rlimits = [f"--nproc={nproc}", f"--cpu={limits.cpu_seconds}", "--core=0",
+               f"--fsize={limits.file_mb * 2**20}"]
+    if limits.memory_gb > 0:
+        rlimits.append(f"--as={int(limits.memory_gb * 2**30)}")
+    spaces = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+    if uid is None:
+        spaces += ["--unshare-user", "--disable-userns"]
+        drop = []
+    else:          # root: no user namespace (it would map the student to root); setpriv drops to uid
+        spaces += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+        drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+                "--bounding-set=-all", "--no-new-privs", "--"]
+    tmp = [f"{limits.tmp_mb * 2**20}", f"{limits.file_mb * 2**20}"]
+    files = [] if notebook_fd is None else ["--perms", "0644", "--file", str(notebook_fd), f"{HOME}/submission.ipynb"]
+    if jit_cache:
+        files += ["--bind" if jit_cache[1] else "--ro-bind", jit_cache[0], JIT_CACHE]
+    return ["prlimit", *rlimits, "--", bwrap, *spaces, "--die-with-parent", "--new-session",
+            *_binds(_allowed()), "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--size", tmp[0], "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--size", tmp[0], "--tmpfs", "/tmp",
+            "--perms", "1777", "--size", tmp[1], "--tmpfs", HOME, *files,
+            "--dir", "/run", "--dir", "/var/tmp", "--symlink", "../run", "/var/run",
+            "--remount-ro", "/", "--chdir", HOME, *drop, *inner]
+
+
+def student_uid() -> int | None:
+    """The unused user id a root grader's student process runs as (None when not root)."""
+    return 100000 + os.getpid() % 1000000 if os.geteuid() == 0 else None
+
+
+def _user_tasks() -> int:
+    """Processes and threads of this user now: RLIMIT_NPROC counts them too at bwrap's first fork."""
+    uid, count = os.getuid(), 0
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
+                count += len(os.listdir(f"/proc/{entry}/task"))
+        except OSError:
+            pass
+    return count
+
+
+_CHECKED: dict[str, str] = {}
+
+
+def require_sandbox() -> None:
+    """Raise :class:`SandboxUnavailable` (saying what to do) unless bwrap can build the sandbox here."""
+    if "error" not in _CHECKED:
+        try:
+            run = subprocess.run(bwrap_command(Limits(), student_uid(), ["true"]), capture_output=True,
+                                 text=True, timeout=60)
+            _CHECKED["error"] = "" if run.returncode == 0 else run.stderr.strip()[-400:] or f"exit {run.returncode}"
+        except SandboxUnavailable as err:
+            _CHECKED["error"] = str(err)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            _CHECKED["error"] = str(err)
+    if _CHECKED["error"] == INSTALL:
+        raise SandboxUnavailable(INSTALL)
+    if _CHECKED["error"]:
+        raise SandboxUnavailable(
+            f"bubblewrap (`bwrap`) cannot create the sandbox's namespaces on this machine: {_CHECKED['error']}. "
+            "Unprivileged user namespaces must be allowed (Ubuntu 24.04: `sysctl -w "
+            "kernel.apparmor_restrict_unprivileged_userns=0`; a container: run it with them allowed), "
+            "or grade as root")
 
 
 # ---------------------------------------------------------------- grader side
-
-
-_NAMESPACES: dict[str, bool] = {}
-
-
-def unshare_command() -> list[str]:
-    """The ``unshare`` prefix for the sandbox's namespaces (a user namespace unless root)."""
-    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    return ["unshare", *user, "--mount", "--pid", "--fork", "--kill-child", "--mount-proc", "--net", "--ipc"]
-
-
-def namespaces_available() -> bool:
-    """Whether this machine lets the grader create the sandbox's namespaces (tried once)."""
-    if "ok" not in _NAMESPACES:
-        try:
-            ok = shutil.which("unshare") is not None and subprocess.run(
-                [*unshare_command(), "true"], capture_output=True, timeout=30).returncode == 0
-        except (OSError, subprocess.TimeoutExpired):
-            ok = False
-        _NAMESPACES["ok"] = ok
-    return _NAMESPACES["ok"]
 
 
 @dataclass
@@ -90,51 +198,48 @@ class Sandbox:
     """A student's process in the sandbox; ``run`` cells, ``probe`` hidden tests, then ``close``.
 
     Args:
-        work: its working folder (holds only the notebook).
-        hide: folders it must not see; ``keep``: folders inside them it needs (read-only).
+        notebook: the submission's bytes (its copy in the working folder).
         cell_timeout: seconds per cell and per probe.
         limits: its resource limits; ``max_restarts``: restarts before it is given up.
-        namespaces: use the namespaces (default: where the OS allows them).
     """
 
-    work: Path
-    hide: list[Path]
-    keep: list[Path]
+    notebook: bytes = b""
     cell_timeout: float = 120
+    jit_cache: tuple[str, bool] | None = None
     limits: Limits = field(default_factory=Limits)
     max_restarts: int = 5
-    namespaces: bool | None = None
     restarts: int = 0
     sessions: list[int] = field(default_factory=list)
 
     def __post_init__(self):
-        if self.namespaces is None:
-            self.namespaces = namespaces_available()
-        self._history: list[str] = []
+        require_sandbox()
+        self._history: list[tuple[str, float | None]] = []
         self._proc: subprocess.Popen | None = None
         self._start()
 
-    def _config(self, read_fd: int, write_fd: int) -> str:
-        uid = 100000 + os.getpid() % 1000000 if os.geteuid() == 0 else None
+    def _env(self) -> dict[str, str]:
         env = {k: os.environ[k] for k in KEPT_ENV if k in os.environ}
-        env.update(HOME=str(self.work), TMPDIR="/tmp", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1",
-                   PATH=f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", LANG=env.get("LANG", "C.UTF-8"))
-        return json.dumps({"namespaces": self.namespaces, "work": str(self.work), "uid": uid,
-                           "hide": [str(p) for p in self.hide], "keep": [str(p) for p in self.keep],
-                           "limits": self.limits.__dict__, "env": env, "fds": [read_fd, write_fd],
-                           "python": sys.executable, "stdlib": os.path.dirname(os.__file__)})
+        env.update(HOME=HOME, TMPDIR="/tmp", MPLBACKEND="Agg", MPLCONFIGDIR=f"{HOME}/.matplotlib",
+                   PYTHONDONTWRITEBYTECODE="1", PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
+                   LANG=env.get("LANG", "C.UTF-8"))
+        if self.jit_cache:
+            env.update(JAX_COMPILATION_CACHE_DIR=JIT_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                       JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES="none")
+        return env
 
     def _start(self) -> None:
         to_child, from_grader = os.pipe()[::-1]
         from_child, to_grader = os.pipe()
-        cmd = [sys.executable, "-I", "-m", "pfcourse_instructor.sandbox", self._config(from_grader, to_grader)]
-        if self.namespaces:
-            cmd = unshare_command() + cmd
-        self._proc = subprocess.Popen(cmd, pass_fds=(from_grader, to_grader), start_new_session=True,
+        notebook = os.memfd_create("submission")
+        os.write(notebook, self.notebook)
+        os.lseek(notebook, 0, os.SEEK_SET)
+        inner = [sys.executable, "-I", "-m", "pfcourse_instructor.student", str(from_grader), str(to_grader)]
+        cmd = bwrap_command(self.limits, student_uid(), inner, notebook, self.jit_cache)
+        self._proc = subprocess.Popen(cmd, pass_fds=(from_grader, to_grader, notebook), start_new_session=True,
                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, cwd=self.work)
-        os.close(from_grader)
-        os.close(to_grader)
+                                      stderr=subprocess.PIPE, env=self._env())
+        for fd in (from_grader, to_grader, notebook):
+            os.close(fd)
         self.sessions.append(self._proc.pid)
         self._send, self._receive = to_child, from_child
         os.set_blocking(self._send, False)
@@ -210,7 +315,7 @@ class Sandbox:
         """Run a cell; after a time-out or a crash the process is restarted and the state replayed."""
         outcome, _ = self._call("run", code, timeout)
         if outcome.ok and remember:
-            self._history.append(code)
+            self._history.append((code, timeout))
         return outcome
 
     def probe(self, code: str, *, timeout: float | None = None) -> tuple[Outcome, str | None]:
@@ -237,11 +342,20 @@ class Sandbox:
         if self.restarts > self.max_restarts:
             return
         self._start()
-        for code in self._history:          # replay the state the later cells expect
-            self._request({"op": "run", "code": code, "timeout": self.cell_timeout}, self.cell_timeout)
+        for code, timeout in self._history:          # replay the state the later cells expect
+            timeout = self.cell_timeout if timeout is None else timeout
+            self._request({"op": "run", "code": code, "timeout": timeout}, timeout)
 
     def close(self) -> None:
-        """Kill the student's process and everything it started (checked in /proc)."""
+        """End the student's process (its pipe closed, it exits: bwrap reaps it and its CPU time counts),
+        then kill whatever is left of it and everything it started (checked in /proc)."""
+        if self._proc is not None:
+            os.close(self._send)
+            self._send = -1
+            try:
+                self._proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
         self._kill()
 
     def __enter__(self):
@@ -252,11 +366,14 @@ class Sandbox:
 
 
 def _tail(proc: subprocess.Popen) -> str:
-    """The end of what a dead launcher wrote to stderr."""
+    """The end of what a dead sandbox wrote to stderr (bwrap's own errors; the student's go to /dev/null)."""
     try:
         return (proc.stderr.read(20000) or b"").decode(errors="replace").strip()[-600:]
     except (OSError, ValueError):
         return ""
+
+
+# ---------------------------------------------------------------- processes
 
 
 def _processes() -> dict[int, tuple[int, int, int, str]]:
@@ -328,154 +445,3 @@ def become_subreaper() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)          # PR_SET_CHILD_SUBREAPER
     libc.prctl(4, 0, 0, 0, 0)           # PR_SET_DUMPABLE 0: /proc/<pid>/{environ,fd,mem} and ptrace closed
-
-
-# ---------------------------------------------------------------- inside the sandbox
-
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
-
-
-def _mount(libc, source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None):
-    enc = lambda s: None if s is None else s.encode()
-    if libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"mount {source} on {target}: {os.strerror(errno)}")
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def _hide_and_keep(config: dict) -> None:
-    """Empty file systems over the hidden folders; the kept ones and the working folder bound back."""
-    libc = _libc()
-    work = config["work"]
-    keep = sorted({p for p in config["keep"] + [work] if os.path.exists(p)}, key=len)
-    handles = {p: os.open(p, os.O_PATH) for p in keep}
-    _mount(libc, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=1g")
-    if os.path.isdir("/dev/shm"):
-        _mount(libc, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=256m")
-    hidden: list[str] = []
-    for path in sorted(config["hide"], key=len):
-        if os.path.isdir(path) and path != "/" and not any(_inside(path, h) for h in hidden + ["/tmp", "/proc"]):
-            _mount(libc, "tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=1m")
-            hidden.append(path)
-    for path in keep:
-        if _inside(path, "/tmp") or any(_inside(path, h) for h in hidden):
-            os.makedirs(path, exist_ok=True)
-            _mount(libc, f"/proc/self/fd/{handles[path]}", path, None, MS_BIND | MS_REC)
-    for fd in handles.values():
-        os.close(fd)
-    _read_only(libc, writable=("/tmp", "/dev/shm", work))
-
-
-def _read_only(libc, writable: tuple[str, ...]) -> None:
-    """Remount every mount read-only but the writable ones (and /proc, /dev/pts), keeping locked flags."""
-    with open("/proc/self/mountinfo") as handle:
-        mounts = [line.split() for line in handle]
-    for fields in mounts:
-        point = fields[4].encode().decode("unicode_escape")
-        if point in writable or _inside(point, "/proc") or _inside(point, "/dev/pts") or point == "/dev":
-            continue
-        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
-        for option in fields[5].split(","):
-            flags |= MNT_FLAGS.get(option, 0)
-        try:
-            _mount(libc, None, point, None, flags)
-        except OSError:
-            pass                  # a mount point now hidden, or one this user may not remount
-
-
-def _drop_privileges(config: dict) -> None:
-    """To an unused user id (grader running as root), else no capability left in the user namespace."""
-    libc = _libc()
-    uid = config.get("uid")
-    if not config["namespaces"] and not all(map(_others_can_use, [config["python"], config["stdlib"]])):
-        uid = None          # root, no namespaces, Python in a private folder: cannot drop (README)
-    if os.geteuid() == 0 and uid is not None and not config["namespaces_user"]:
-        os.chown(config["work"], uid, uid)
-        for entry in os.listdir(config["work"]):
-            os.chown(os.path.join(config["work"], entry), uid, uid)
-        os.setgroups([])
-        os.setgid(uid)
-        os.setuid(uid)
-    elif os.geteuid() == 0:
-        libc.prctl(28, 0xC3, 0, 0, 0)        # PR_SET_SECUREBITS: NOROOT, NO_CAP_AMBIENT_RAISE, both locked
-        for cap in range(64):
-            if libc.prctl(24, cap, 0, 0, 0) != 0:     # PR_CAPBSET_DROP
-                break
-
-        class Header(ctypes.Structure):
-            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-        data = (ctypes.c_uint32 * 6)()
-        libc.capset(ctypes.byref(Header(0x20080522, 0)), data)
-    libc.prctl(38, 1, 0, 0, 0)                 # PR_SET_NO_NEW_PRIVS
-
-
-def _others_can_use(path: str) -> bool:
-    """Whether a user other than the owner can use ``path`` (every folder above it searchable)."""
-    import stat
-
-    path = os.path.realpath(path)
-    folders = [os.path.dirname(path)] + [str(p) for p in Path(path).parents]
-    try:
-        return all(os.stat(f).st_mode & stat.S_IXOTH for f in folders) and os.stat(path).st_mode & stat.S_IXOTH
-    except OSError:
-        return False
-
-
-def _limit(config: dict) -> None:
-    limits = config["limits"]
-    settings = [(resource.RLIMIT_NPROC, int(limits["processes"])), (resource.RLIMIT_CPU, int(limits["cpu_seconds"])),
-                (resource.RLIMIT_FSIZE, int(limits["file_mb"]) * 2**20), (resource.RLIMIT_CORE, 0)]
-    if float(limits["memory_gb"]) > 0:
-        settings.append((resource.RLIMIT_AS, int(float(limits["memory_gb"]) * 2**30)))
-    if not config["namespaces"] and os.geteuid() != 0:      # NPROC counts all of this user's processes
-        settings[0] = (resource.RLIMIT_NPROC, _user_tasks() + int(limits["processes"]))
-    for which, value in settings:
-        soft, hard = resource.getrlimit(which)
-        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-        resource.setrlimit(which, (value, value))
-
-
-def _user_tasks() -> int:
-    uid, count = os.getuid(), 0
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and os.stat(f"/proc/{entry}").st_uid == uid:
-                count += len(os.listdir(f"/proc/{entry}/task"))
-        except OSError:
-            pass
-    return count
-
-
-def main(argv: list[str]) -> int:
-    """Set up the sandbox (see the module's docstring), then become the student's process."""
-    config = json.loads(argv[0])
-    config["namespaces_user"] = False
-    if config["namespaces"]:
-        config["namespaces_user"] = _in_user_namespace()
-        _hide_and_keep(config)
-    _drop_privileges(config)
-    _limit(config)
-    os.chdir(config["work"])
-    read_fd, write_fd = config["fds"]
-    os.execve(config["python"], [config["python"], "-I", "-m", "pfcourse_instructor.student",
-                                 str(read_fd), str(write_fd)], config["env"])
-    return 1
-
-
-def _in_user_namespace() -> bool:
-    try:
-        with open("/proc/self/uid_map") as handle:
-            first = handle.read().split()
-        return first[:3] != ["0", "0", "4294967295"]
-    except OSError:
-        return False
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
