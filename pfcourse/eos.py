@@ -284,7 +284,7 @@ def fit_check(history: EoSHistory, tolerance: float = 0.1) -> list[str]:
         ok = abs(row["settled_ratio"] - 1) <= tolerance
         lines.append(
             f"h = {row['h']:.4g}: settled sharpness {row['settled_sharpness']:.3f}, 2/h = {row['two_over_h']:.3f}, "
-            f"h*lambda_0/2 = {row['settled_ratio']:.3f} ({'within' if ok else 'NOT within'} {tolerance:.0%})"
+            f"ratio {row['settled_ratio']:.3f} ({'within' if ok else 'NOT within'} {tolerance:.0%})"
         )
     return lines
 
