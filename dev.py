@@ -4,6 +4,11 @@
     python3 dev.py book    # set up .venv (pinned requirements.txt + pfcourse) and build the book
     python3 dev.py test    # set up the same .venv and run the test suite (which builds the book)
 
+Any order, any number of times: each command re-executes only the chapters whose code changed.
+
+    python3 dev.py test --quick   # the quick loop (< 4 min): the package's unit tests only, no book
+                                  # build, chapter or notebook execution, browser or grading
+
 Helpers for authors (not needed on a fresh machine):
 
     python3 dev.py check book/03_principal_flow.md   # lint one chapter, execute it top to bottom, no build
@@ -16,7 +21,8 @@ Helpers for authors (not needed on a fresh machine):
 
 The book is built strictly (``-W -n --keep-going``: any warning or failing cell fails the build)
 into ``_build/html``. Executed notebooks are cached in ``_build/.jupyter_cache``, so a rebuild after
-editing one chapter re-executes that chapter alone.
+editing one chapter's code re-executes that chapter alone, and a prose edit none. The build reads and
+executes only the pages of ``_toc.yml``, whatever else lies in the checkout (``_config.yml``).
 """
 from __future__ import annotations
 
@@ -96,19 +102,22 @@ def _compilation_cache_env(env: dict[str, str]) -> dict[str, str]:
         print(f"[dev] no JAX compilation cache: {folder} cannot be created ({err})", flush=True)
         return {}
     return {"JAX_COMPILATION_CACHE_DIR": str(folder), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.1",
-            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+            # no XLA-side caches: their folder enters JAX's key, and a copied cache would never hit
+            "JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES": module.XLA_CACHES}
 
 
-def execute_chapters(second_backend: bool = False, report: Path | None = None) -> int:
-    """Execute each chapter not yet in the execution cache once, two at a time (tools/execute.py).
+def execute_chapters(second_backend: bool = False, report: Path | None = None, book: Path = ROOT) -> int:
+    """Execute each chapter of ``book``'s _toc.yml not yet in its execution cache once, two at a time
+    (tools/execute.py).
 
     With ``second_backend`` the chapters that train networks also run under a second floating-point
     backend (``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``), checked but not cached. Prints a timing table.
     """
-    cmd = [str(PY), str(ROOT / "tools" / "execute.py"), "--jobs", "2"]
+    cmd = [str(PY), str(ROOT / "tools" / "execute.py"), "--jobs", "2", "--root", str(book)]
     cmd += ["--second-backend"] if second_backend else []
     cmd += ["--report", str(report)] if report else []
-    return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
+    return subprocess.run(cmd, cwd=book, env=_env()).returncode
 
 
 def jupyter_book_command(book: Path, *extra: str, strict: bool = True) -> list[str]:
@@ -120,24 +129,26 @@ def jupyter_book_command(book: Path, *extra: str, strict: bool = True) -> list[s
 
 
 def build_book(extra: list[str] | None = None, log: Path | None = None, second_backend: bool = False,
-               report: Path | None = None) -> int:
+               report: Path | None = None, book: Path = ROOT) -> int:
     """Execute the chapters (:func:`execute_chapters`), then build the book strictly into _build/html.
 
-    Returns the exit code; the build's output also goes to ``log``. The build itself finds every
-    chapter in the execution cache and only renders.
+    Returns the exit code; the build's output also goes to ``log``, and the executions this call made
+    to ``report`` (JSON; none when every chapter's code was cached). The build itself finds every
+    chapter in the execution cache and only renders. ``book``: another book's folder (the tests'
+    throw-away books), built the same way.
     """
-    report = report or ROOT / "_build" / "execution-report.json"
+    report = report or book / "_build" / "execution-report.json"
     report.unlink(missing_ok=True)
-    code = execute_chapters(second_backend, report)
+    code = execute_chapters(second_backend, report, book)
     results = json.loads(report.read_text()) if report.exists() else []
     if any(r["error"] and r["backend"] == "default" for r in results) or (code and not results):
         print("[dev] a chapter failed to execute (see above): the book was not built", flush=True)
         return code or 1
-    cmd = jupyter_book_command(ROOT, *(extra or []))
+    cmd = jupyter_book_command(book, *(extra or []))
     print("[dev] " + " ".join(cmd), flush=True)
     if log is None:
-        return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode or code
-    with subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        return subprocess.run(cmd, cwd=book, env=_env()).returncode or code
+    with subprocess.Popen(cmd, cwd=book, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True) as proc, open(log, "w") as out:
         for line in proc.stdout:
             sys.stdout.write(line)
@@ -165,33 +176,49 @@ def generate_notebooks(extra: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 
 
-def ensure_chromium() -> str | None:
-    """Headless Chromium for tests/book_browser.py (Debian's ``chromium``): installed with apt-get
-    when missing and we are root; otherwise a message saying how. Returns its path, or None."""
-    def found() -> str | None:
-        return next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"))
-                     if p), None)
-
+def ensure_apt_package(package: str, found, needed_by: str) -> str | None:
+    """The path ``found()`` returns; when it returns None, Debian's ``package`` is installed with
+    apt-get if we are root, else a message says how. Returns the path, or None."""
     if found():
         return found()
     if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("[dev] installing chromium (apt-get) for the browser test ...", flush=True)
+        print(f"[dev] installing {package} (apt-get) for {needed_by} ...", flush=True)
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env)
         if found():
             return found()
-    print("[dev] chromium is missing, and tests/book_browser.py needs it: install it "
-          "(Debian: `sudo apt-get install chromium`) and run the tests again", flush=True)
+    print(f"[dev] {package} is missing, and {needed_by} needs it: install it "
+          f"(Debian: `sudo apt-get install {package}`) and run the tests again", flush=True)
     return None
+
+
+def ensure_chromium() -> str | None:
+    """Headless Chromium for tests/book_browser.py (Debian's ``chromium``), see :func:`ensure_apt_package`."""
+    return ensure_apt_package("chromium", lambda: shutil.which("chromium") or shutil.which("chromium-browser"),
+                              "tests/book_browser.py")
+
+
+#: The tests of ``python3 dev.py test --quick``: the package's unit tests, without a book build, the
+#: chapters' or notebooks' executions, the browser, grading, or the lowest versions (markers: pyproject.toml
+#: and tests/conftest.py, which marks whole test files by name).
+QUICK_TESTS = "not book and not lowest and not grading and not slow"
+
+
+def ensure_bwrap() -> str | None:
+    """bubblewrap (``bwrap``), the grader's sandbox (instructor/pfcourse_instructor/sandbox.py), which
+    raises a clear error without it; see :func:`ensure_apt_package`."""
+    return ensure_apt_package("bubblewrap", lambda: shutil.which("bwrap"), "the grader's sandbox (and its tests)")
 
 
 def run_tests(extra: list[str]) -> int:
     """pytest on two workers, a test file per worker at a time: one builds the book (tests/test_book.py),
-    the other runs the rest."""
+    the other runs the rest. ``--quick`` in ``extra``: only :data:`QUICK_TESTS`."""
+    quick = ["-m", QUICK_TESTS] if "--quick" in extra else []
+    extra = [a for a in extra if a != "--quick"]
     parallel = [] if any(a == "-n" or a.startswith(("-n", "--numprocesses")) for a in extra) \
         else ["-n", "2", "--dist", "loadfile"]
-    cmd = [str(PY), "-m", "pytest", *parallel, *extra]
+    cmd = [str(PY), "-m", "pytest", *parallel, *quick, *extra]
     print("[dev] " + " ".join(cmd), flush=True)
     return subprocess.run(cmd, cwd=ROOT, env=_env()).returncode
 
@@ -243,7 +270,9 @@ def main(argv: list[str]) -> int:
     if what == "pdf":
         return build_pdf(rest)
     if what == "test":
-        ensure_chromium()                    # for tests/book_browser.py, which fails clearly without it
+        ensure_bwrap()                       # the grader's sandbox, which fails clearly without it
+        if "--quick" not in rest:
+            ensure_chromium()                # for tests/book_browser.py, which fails clearly without it
         return run_tests(rest) or _left_behind(before)
     if what == "check":
         if not rest:

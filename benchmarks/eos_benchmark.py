@@ -24,7 +24,9 @@ rounds start. Configurations:
 
 - ``cpu-small``: 1,000 examples, 100 steps, 3 eigen-solves (about 6 minutes a round trio on 2 cores);
 - ``gpu-full``: 5,000 examples (the paper's CIFAR-10 subset size), 1,000 steps, 21 eigen-solves;
-- ``tiny``: a smoke test (seconds).
+- ``tiny``: a smoke test (seconds); it shrinks parts 2 and 3 too, and if the reference's interpreter
+  cannot import torch it skips the reference and prints why (at the other sizes that is an error
+  unless ``--skip-reference``). ``tests/test_benchmarks.py`` runs every part at this size.
 
 Part 2 (``--part sharpness``): the sharpness at one point near the edge of stability (500 digits,
 64-32-32-10 tanh, float64, after 400 steps at h = 0.5) by dense ``eigh`` (exact), Lanczos with
@@ -67,6 +69,10 @@ CONFIGS = {
     "cpu-small": dict(n=1000, hidden=[200, 200], steps=100, eig_every=50, k=2, lr=0.01, num_iter=20),
     "gpu-full": dict(n=5000, hidden=[200, 200], steps=1000, eig_every=50, k=2, lr=0.01, num_iter=20),
 }
+# Parts 2 and 3 at their own sizes: ``tiny`` shrinks them to a smoke test too (numbers meaningless).
+SHARPNESS = dict(n=500, hidden=[32, 32], steps=400, lanczos=(10, 20, 40, 80), power=(20, 100, 500))
+SHARPNESS_TINY = dict(n=100, hidden=[8, 8], steps=20, lanczos=(10,), power=(20,))
+CLI_STEPS, CLI_STEPS_TINY = 100, 5
 # Peak dense throughput by device kind, FLOP/s: (float32 on CUDA cores, TF32 on tensor cores), from
 # NVIDIA's data sheets (dense, no sparsity).
 PEAKS = {
@@ -202,6 +208,30 @@ def summarise(child: dict) -> dict:
                 eigenvalues=warm["eigenvalues"])
 
 
+def torch_missing(python: str) -> str | None:
+    """Why ``python`` cannot run the PyTorch reference (``None`` if it can import torch)."""
+    done = subprocess.run([python, "-c", "import torch, scipy"], capture_output=True, text=True)
+    if done.returncode == 0:
+        return None
+    last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+    return (f"{python} cannot import torch and scipy ({last}); install them with `pip install -r "
+            "benchmarks/requirements.txt scipy` (or name another interpreter by --reference-python)")
+
+
+def check_reference(args) -> None:
+    """Skip the reference, saying why, if its interpreter lacks torch: at ``tiny`` (a smoke test)
+    by itself, at the real sizes only if asked by ``--skip-reference`` (else stop and say so)."""
+    if args.skip_reference:
+        return
+    why = torch_missing(args.reference_python)
+    if why is None:
+        return
+    if args.config_name != "tiny":
+        raise SystemExit(f"eos_benchmark: no reference: {why}; or time pfcourse alone with --skip-reference.")
+    print(f"reference skipped (smoke size): {why}", flush=True)
+    args.skip_reference = True
+
+
 def run_rounds(cfg: dict, args, work: str) -> dict:
     """Alternate the programs for ``args.rounds`` rounds; the order flips every round."""
     me = [sys.executable, os.path.abspath(__file__), "--config", args.config_name]
@@ -301,6 +331,7 @@ def print_training(cfg: dict, res: dict, peak: dict, args) -> dict:
 
 
 def run_training(cfg: dict, args) -> dict:
+    check_reference(args)
     with tempfile.TemporaryDirectory() as work:
         me = [sys.executable, os.path.abspath(__file__), "--config", args.config_name]
         subprocess.run(me + ["--child", "prepare", "--out", os.path.join(work, "workload.npz")], check=True)
@@ -324,11 +355,12 @@ def run_sharpness(args) -> list[dict]:
 
     from pfcourse import data, eos, models, spectral
 
-    ds = data.load_digits(500, 0, dtype=np.float64)
-    params0 = models.init_mlp(jax.random.key(0), [64, 32, 32, 10], "tanh", dtype=jnp.float64)
+    cfg = SHARPNESS_TINY if args.config_name == "tiny" else SHARPNESS
+    ds = data.load_digits(cfg["n"], 0, dtype=np.float64)
+    params0 = models.init_mlp(jax.random.key(0), [64, *cfg["hidden"], 10], "tanh", dtype=jnp.float64)
     apply = models.mlp_apply("tanh")
-    hist = eos.gd_edge_of_stability(apply, params0, ds.x_train, ds.y_train, 0.5, steps=400, eig_every=50,
-                                    progress=False)
+    hist = eos.gd_edge_of_stability(apply, params0, ds.x_train, ds.y_train, 0.5, steps=cfg["steps"],
+                                    eig_every=50, progress=False)
     params = jax.tree_util.tree_map(lambda a: a[0], hist.params)
     E = models.full_batch_loss(apply, ds.x_train, ds.y_train)
     flat, unravel = ravel_pytree(params)
@@ -347,13 +379,13 @@ def run_sharpness(args) -> list[dict]:
     lam_dense, t_dense = timed(lambda: dense(params), reps=1)  # forming H dominates: slow, time it once
     lam_dense = np.asarray(lam_dense)
     rows = [dict(method="dense eigh (exact)", hvps="-", time=t_dense, lam0=lam_dense[0], err0=0.0, err1=0.0)]
-    for m in (10, 20, 40, 80):
+    for m in cfg["lanczos"]:
         f = jax.jit(lambda p, m=m: spectral.top_hessian_eigenpairs(E, p, k=2, num_iter=m)[0])
         lam, t = timed(lambda: f(params))
         lam = np.asarray(lam)
         rows.append(dict(method=f"Lanczos, {m} iterations", hvps=m, time=t, lam0=lam[0],
                          err0=abs(lam[0] - lam_dense[0]) / lam_dense[0], err1=abs(lam[1] - lam_dense[1]) / lam_dense[1]))
-    for m in (20, 100, 500):
+    for m in cfg["power"]:
         f = jax.jit(lambda p, m=m: spectral.sharpness(E, p, "power", num_iter=m))
         lam, t = timed(lambda: f(params))
         rows.append(dict(method=f"power iteration, {m} iterations", hvps=m, time=t, lam0=float(lam),
@@ -373,7 +405,8 @@ def run_sharpness(args) -> list[dict]:
     rows.append(dict(method="SciPy eigsh (ARPACK) on JAX HVPs", hvps=count[0], time=time.perf_counter() - t0,
                      lam0=vals[0], err0=abs(vals[0] - lam_dense[0]) / lam_dense[0],
                      err1=abs(vals[1] - lam_dense[1]) / lam_dense[1]))
-    print(f"\nsharpness alone: 500 digits, 64-32-32-10 tanh (D = {D:,}), square loss, float64, after 400 GD steps "
+    net = "-".join(map(str, [64, *cfg["hidden"], 10]))
+    print(f"\nsharpness alone: {cfg['n']} digits, {net} tanh (D = {D:,}), square loss, float64, after {cfg['steps']} GD steps "
           f"at h = 0.5 (h*lambda_0 = {0.5 * lam_dense[0]:.3f}; lambda_1/lambda_0 = {lam_dense[1] / lam_dense[0]:.3f}); "
           f"device: {jax.default_backend()}; best of 3 after compiling (dense: 1); Lanczos and power from a random start")
     print(f"{'method':36} {'HVPs':>6} {'time [ms]':>10} {'lambda_0':>12} {'rel. err λ0':>12} {'rel. err λ1':>12}")
@@ -385,7 +418,8 @@ def run_sharpness(args) -> list[dict]:
 
 def run_cli(args) -> dict:
     """``python -m pfcourse eos --dataset digits --steps 100``: no cache, empty cache, filled cache."""
-    base = [sys.executable, "-m", "pfcourse", "eos", "--dataset", "digits", "--steps", "100", "--lr", "0.2",
+    steps = CLI_STEPS_TINY if args.config_name == "tiny" else CLI_STEPS
+    base = [sys.executable, "-m", "pfcourse", "eos", "--dataset", "digits", "--steps", str(steps), "--lr", "0.2",
             "--quiet", "--no-plot"]
     times = {"no compilation cache": [], "empty cache (first run)": [], "filled cache": []}
     with tempfile.TemporaryDirectory() as work:

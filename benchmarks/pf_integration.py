@@ -23,6 +23,10 @@ JAX device).
 
     .venv/bin/python benchmarks/pf_integration.py                  # ~1-2 minutes on 2 CPU cores
     .venv/bin/python benchmarks/pf_integration.py --euler-steps 1  # quicker
+    .venv/bin/python benchmarks/pf_integration.py --smoke          # does it run? (numbers meaningless)
+
+``--smoke`` (``tests/test_benchmarks.py``): 5 and 2 GD steps instead of 200 and 5, Euler over one GD
+step at ``dt = 1e-3``, RK4 with 4 substeps.
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ import numpy as np  # noqa: E402
 from pfcourse import flows, landscapes  # noqa: E402
 
 CASES = ((0.9, 200), (1.05, 5))
+SMOKE_CASES = ((0.9, 5), (1.05, 2))
 THETA0 = (-0.35, -0.2)
 
 
@@ -87,7 +92,8 @@ def run_case(h, n, euler_steps, substeps, dt):
     y0 = theta0.astype(jnp.complex128)
     _, first = timed(lambda: run(y0))
     ys, steady = timed(lambda: run(y0))
-    rows.append(("explicit Euler, dt = 1e-5 (authors)", k, per_step, steady / k, first / k,
+    label = "explicit Euler, dt = 1e-5 (authors)" if dt == 1e-5 else f"explicit Euler, dt = {dt:g}"
+    rows.append((label, k, per_step, steady / k, first / k,
                  np.abs(np.asarray(ys) - gd[: k + 1]).max()))
 
     ts = h * np.arange(n + 1)
@@ -111,10 +117,14 @@ def main(argv=None):
     parser.add_argument("--euler-steps", type=int, default=2, help="GD steps the Euler reference runs (default 2)")
     parser.add_argument("--substeps", type=int, default=40, help="RK4 substeps per GD step (default 40)")
     parser.add_argument("--dt", type=float, default=1e-5, help="Euler step (default 1e-5, the notebooks')")
+    parser.add_argument("--smoke", action="store_true", help="toy sizes: does the script run?")
     args = parser.parse_args(argv)
+    cases = CASES
+    if args.smoke:
+        cases, args.euler_steps, args.dt, args.substeps = SMOKE_CASES, 1, 1e-3, 4
 
     print(f"JAX {jax.__version__} on {jax.devices()[0].platform}, float64; the same complex PF field for every method")
-    for h, n in CASES:
+    for h, n in cases:
         rows = run_case(h, n, args.euler_steps, args.substeps, args.dt)
         euler_steady = rows[0][3]
         print(f"\nE = θᵀAθ, A = diag(1, 0.01), θ0 = {THETA0}, h = {h} (h λ_max = {2 * h:g}), GD steps in the notebook: {n}")

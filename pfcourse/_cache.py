@@ -9,6 +9,17 @@ version or set of flags is never loaded: a stale entry is a miss, not a wrong an
 the cache as trusted code (whoever can write to it can make a process run what they put there), so
 the folder is created private to the user (mode 0700) and should not be shared.
 
+**A copied or restored cache hits.** By default JAX also points XLA's GPU autotuning cache at
+``<folder>/xla_gpu_per_fusion_autotune_cache_dir`` (option ``jax_persistent_cache_enable_xla_caches``),
+and that path is part of the hashed compile options: a cache copied to another folder (restored by
+CI, moved to another checkout) then never hits, on any backend. Both ways of turning the cache on
+here set the option to ``"none"`` (:data:`XLA_CACHES`; the environment variable
+``JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=none`` for child processes, read by jax >= 0.5.0 like the
+other ``JAX_*`` options), so the key no longer depends on where the folder lies
+(``tests/test_benchmarks.py`` copies a filled cache and counts zero compilations). What this gives
+up: on a GPU, a program that misses the cache is autotuned afresh instead of reading per-fusion
+results a previous compilation left; a hit needs no autotuning at all.
+
 The folder is ``$PFCOURSE_JAX_CACHE`` if set, else ``<pfcourse cache>/jax``, where the pfcourse cache
 is ``$PFCOURSE_CACHE``, ``$XDG_CACHE_HOME/pfcourse`` or ``~/.cache/pfcourse`` (the folder
 :func:`pfcourse.data.cache_dir` also uses for CIFAR-10). Delete it at any time to free space.
@@ -22,7 +33,11 @@ import contextlib
 import os
 from pathlib import Path
 
-__all__ = ["compilation_cache", "compilation_cache_dir", "enable_compilation_cache"]
+__all__ = ["XLA_CACHES", "compilation_cache", "compilation_cache_dir", "enable_compilation_cache"]
+
+# The value of ``jax_persistent_cache_enable_xla_caches`` (env: JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES):
+# no XLA-side caches, whose folder path would enter the cache key (module docstring).
+XLA_CACHES = "none"
 
 
 def compilation_cache_dir(path: str | os.PathLike | None = None) -> Path:
@@ -69,6 +84,7 @@ def enable_compilation_cache(path: str | os.PathLike | None = None, min_compile_
         cc.reset_cache()  # takes effect even if this process has compiled before
     jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_s))
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_persistent_cache_enable_xla_caches", XLA_CACHES)  # a copied cache hits
     return folder
 
 
@@ -81,7 +97,7 @@ def compilation_cache(path: str | os.PathLike | None = None, enabled: bool = Tru
     from jax.experimental.compilation_cache import compilation_cache as cc
 
     names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-             "jax_persistent_cache_min_entry_size_bytes")
+             "jax_persistent_cache_min_entry_size_bytes", "jax_persistent_cache_enable_xla_caches")
     saved = {name: getattr(jax.config, name) for name in names}
     folder = enable_compilation_cache(path) if enabled else None
     try:

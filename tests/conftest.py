@@ -3,6 +3,7 @@ import json
 import os
 import sys
 import time
+from fnmatch import fnmatch
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -15,8 +16,8 @@ import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EXECUTION_REPORT = ROOT / "_build" / "execution-report.json"
-BUILD_LOG = ROOT / "_build" / "build.log"          # the strict build's output (tests/test_book.py reads it)
-_STARTED = time.time()
+BUILD_LOG = ROOT / "_build" / "build.log"          # the strict build's output, for a reader (no test reads it)
+STARTED = time.time()                              # this test process's start (tests/test_book.py)
 
 
 @pytest.fixture(scope="session")
@@ -41,16 +42,46 @@ def built_book():
 #: cache, 2 cores). Under `--dist loadfile` xdist hands out files in collection order, so the longest go
 #: first and the short ones fill in at the end: in alphabetical order a 2-minute file picked up last
 #: left one worker idle for about a minute.
-FILE_SECONDS = {"test_book.py": 506, "test_coursework.py": 129, "test_lowest_versions.py": 116, "test_krylov.py": 110,
-                "test_grader_attacks.py": 86, "test_eos.py": 70, "test_cli.py": 61, "test_flows.py": 52,
+FILE_SECONDS = {"test_book.py": 506, "test_coursework.py": 300, "test_lowest_versions.py": 116, "test_krylov.py": 110,
+                "test_grader_attacks.py": 180, "test_eos.py": 70, "test_cli.py": 61, "test_flows.py": 52,
                 "test_beyond_quadratics.py": 50, "test_gpu_check.py": 49, "test_dal.py": 48, "test_widgets.py": 41,
                 "test_central_flow.py": 39, "test_models.py": 37, "test_stability.py": 34, "test_training.py": 32,
-                "test_spectral.py": 26, "test_notebooks.py": 23, "test_symbolic.py": 8}
+                "test_spectral.py": 26, "test_notebooks.py": 23, "test_symbolic.py": 8,
+                "test_build_sequence.py": 60, "test_benchmarks.py": 250, "test_grader_failclosed.py": 95,
+                "test_grader_forged_probes.py": 120}
 
 
+#: The kind of test files (a name or a pattern; or single tests, ``file::name``) that are more than the
+#: package's unit tests:
+#: ``grading`` runs the autograder on submissions, ``slow`` executes notebooks or a subprocess run of
+#: the GPU path, ``book`` builds a book (test files that build the real one or the mini books say so
+#: themselves: ``pytestmark``). `python3 dev.py test --quick` (``dev.QUICK_TESTS``) deselects them all
+#: and ``lowest``. A new test file that builds, grades or executes notebooks belongs here.
+KINDS = {"test_coursework.py": "grading", "test_grader_*.py": "grading", "test_gpu_check.py": "slow",
+         "test_notebooks.py::test_assignment_executes_top_to_bottom_in_a_fresh_kernel": "slow",
+         "test_notebooks.py::test_the_execution_gate_allows_only_stub_errors": "slow",
+         "test_notebooks.py::test_install_cell_holds_the_installed_versions": "slow",
+         "test_notebooks.py::test_colab_button_opens_the_generated_notebook": "book",
+         # a chapter's own run (the slowest two of the quick set, issue 26's measurement)
+         "test_central_flow.py::test_central_flow_holds_the_sharpness_on_the_chapters_run": "slow",
+         "test_dal.py::test_dal_sgd_experiment_shapes_seeds_and_rates": "slow"}
+
+
+def pytest_configure(config):
+    """The markers :data:`KINDS` gives (``book`` and ``lowest`` are declared in pyproject.toml)."""
+    config.addinivalue_line("markers", "grading: runs the autograder on submissions (not in --quick)")
+    config.addinivalue_line("markers", "slow: executes notebooks or the GPU path's dry run (not in --quick)")
+
+
+@pytest.hookimpl(tryfirst=True)           # before -m deselects by the markers given here
 def pytest_collection_modifyitems(items):
-    """Longest test files first (:data:`FILE_SECONDS`; a file not listed counts as short); the order of the
-    tests within a file is kept (the sort is stable)."""
+    """Mark each test with its kind (:data:`KINDS`), then run the longest test files first
+    (:data:`FILE_SECONDS`; a file not listed counts as short); the order of the tests within a file is
+    kept (the sort is stable)."""
+    for item in items:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        for kind in {kind for pattern, kind in KINDS.items() if fnmatch(item.path.name, pattern) or pattern == name}:
+            item.add_marker(kind)
     items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
 
 
@@ -65,7 +96,7 @@ def pytest_terminal_summary(terminalreporter):
                 seen.add(key)
                 name = report.nodeid.split("::")[0]
                 totals[name] = totals.get(name, 0.0) + report.duration
-    if EXECUTION_REPORT.exists() and EXECUTION_REPORT.stat().st_mtime >= _STARTED:
+    if EXECUTION_REPORT.exists() and EXECUTION_REPORT.stat().st_mtime >= STARTED:
         runs = json.loads(EXECUTION_REPORT.read_text())
         terminalreporter.write_sep("-", "seconds per chapter execution (this run)")
         for run in sorted(runs, key=lambda r: (r["chapter"], r["backend"])):

@@ -2,8 +2,10 @@
 import re
 import subprocess
 import sys
+from datetime import timezone
 from pathlib import Path
 
+import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +18,8 @@ pytestmark = pytest.mark.book
 
 # The browser checks of the built book (tests/book_browser.py) are collected here, in the module that
 # builds the book: xdist's loadfile keeps one file on one worker, so the book is built once per run.
-from book_browser import book_html, browser, server, test_every_page_is_checked, test_page_in_browser  # noqa: E402,F401
+from book_browser import (book_html, browser, server, test_every_page_is_checked,  # noqa: E402,F401
+                          test_layout_checks_catch_what_does_not_fit, test_page_in_browser)
 
 CHAPTERS = [line.split("file:")[1].strip() for line in (ROOT / "_toc.yml").read_text().splitlines()
             if "file:" in line]
@@ -29,17 +32,19 @@ def test_toc_lists_every_chapter_in_book_folder():
 
 
 def test_only_the_book_is_a_source_of_the_book():
-    """Sphinx reads every folder not excluded in _config.yml: a folder of the repository, or one the
-    commands make (.venv-lowest/, made by the tests while the book builds), that is not excluded
-    would add its .rst/.md files to the strict build and fail it, depending on timing."""
+    """Sphinx reads every file its include_patterns take and its exclude_patterns leave (_config.yml):
+    a folder of the checkout, one the commands make (.venv-lowest/, made by the tests while the book
+    builds) or an instructor's (.hidden_subs/), read as a source, would have its notebooks executed
+    and fail the strict build. Sphinx's own discovery, over this checkout as it is, finds book/ alone
+    (tests/test_build_sequence.py plants notebooks around a mini book and builds it)."""
     import yaml
+    from sphinx.project import Project
 
-    patterns = set(yaml.safe_load((ROOT / "_config.yml").read_text())["exclude_patterns"])
-    made = {".venv", ".venv-lowest", "_build", ".pytest_cache", ".hypothesis"}
-    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and p.name not in {".git", "book", "__pycache__"}
-               and not p.name.endswith(".egg-info")} | made
-    missing = sorted(f for f in folders if f"{f}/*" not in patterns)
-    assert not missing, f"add these to exclude_patterns in _config.yml: {[f + '/*' for f in missing]}"
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    found = Project(ROOT, [".md", ".ipynb", ".rst"]).discover(
+        config["exclude_patterns"], config["sphinx"]["config"]["include_patterns"])
+    assert found == {f"book/{p.stem}" for p in (ROOT / "book").glob("*.md")}, \
+        f"Sphinx would read {sorted(found)}: narrow include_patterns or exclude_patterns in _config.yml"
 
 
 def test_book_builds_strictly(built_book):
@@ -96,31 +101,31 @@ def test_second_backend_changes_float32_results():
 
 
 def test_rebuild_reuses_the_execution_cache(built_book):
-    """After the build every chapter's code is in the execution cache, so editing one chapter's
-    prose re-executes nothing and editing its code re-executes that chapter alone; the strict build
-    itself executed nothing (its log names the cached notebook of every chapter), and a second
-    build with nothing changed would execute nothing (tools/execute.py plans no work)."""
+    """After the build every chapter's code is in the execution cache, so a rebuild executes nothing
+    (tools/execute.py plans no work), a prose edit re-executes nothing and a code edit re-executes its
+    chapter alone; the strict build itself executed nothing (each chapter's cache entry written in
+    this run was written by tools/execute.py). Read from the cache and the plan, never from a build
+    log, which says nothing after an earlier `dev.py book` left the build incremental (issue 26);
+    tests/test_build_sequence.py runs the commands one after another on a mini book."""
     import jupytext
-    from conftest import BUILD_LOG
+    from conftest import STARTED
     from jupyter_cache import get_cache
 
-    cache = get_cache(ROOT / "_build" / ".jupyter_cache")
-    with_code = []
-    for chapter in CHAPTERS:
-        nb = jupytext.read(ROOT / f"{chapter}.md")
-        if not any(c.cell_type == "code" for c in nb.cells):
-            continue
-        with_code.append(chapter)
-        cache.match_cache_notebook(nb)  # raises KeyError if the chapter would be executed again
-        nb.cells.append(nb.cells[0].copy())  # a prose edit changes nothing; a code edit must miss
-        nb.cells[-1].cell_type, nb.cells[-1].source = "code", "1 + 1"
+    chapters = execute.toc_chapters()
+    records = execute.cached(chapters)
+    assert all(records.values()), f"not in the execution cache: {[p.stem for p, r in records.items() if not r]}"
+    assert execute.plan(chapters, second_backend=False) == [], "an unchanged chapter would run again"
+    by_build = [p.stem for p, r in records.items() if r.data.get("executed_by") != execute.EXECUTED_BY
+                and r.created.replace(tzinfo=r.created.tzinfo or timezone.utc).timestamp() >= STARTED]
+    assert not by_build, f"the strict build executed these chapters itself: {by_build}"
+    cache = get_cache(execute.cache_folder())
+    for path in chapters:
+        nb = jupytext.read(path)
+        nb.cells.append(nbformat.v4.new_markdown_cell("An edit of the prose."))
+        cache.match_cache_notebook(nb)            # raises KeyError if a prose edit would execute it
+        nb.cells.append(nbformat.v4.new_code_cell("1 + 1"))
         with pytest.raises(KeyError):
             cache.match_cache_notebook(nb)
-    assert execute.plan(execute.toc_chapters(), second_backend=False) == [], "an unchanged chapter would run again"
-    log = BUILD_LOG.read_text()
-    assert "Executed notebook" not in log, "the build executed a chapter itself"
-    missing = [c for c in with_code if f"{c}.md: Using cached notebook" not in log]
-    assert not missing, f"the build log does not show these chapters read from the cache: {missing}"
 
 
 def _mini_book(tmp_path: Path, body: str) -> Path:

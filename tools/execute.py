@@ -1,6 +1,7 @@
 """Execute the book's chapters once each, two at a time, into the cache Jupyter Book reads.
 
-    .venv/bin/python tools/execute.py [--jobs 2] [--second-backend] [--report FILE] [book/NN_name.md ...]
+    .venv/bin/python tools/execute.py [--jobs 2] [--second-backend] [--report FILE] [--root FOLDER]
+                                      [book/NN_name.md ...]
 
 Jupyter Book 1 (``execute_notebooks: cache``) executes a chapter only when its code is not in
 ``_build/.jupyter_cache``. This script fills that cache first, in parallel, so the build that follows
@@ -14,7 +15,13 @@ instructions, so float32 rounds differently, as it does on another reader's proc
 checked (any failing assertion fails them) but never cached: the book shows the default backend.
 
 Prints one line per chapter and backend (seconds, outcome); exits 1 when any execution failed, with
-the failing cell's traceback. ``--report`` writes the same as JSON.
+the failing cell's traceback. ``--report`` writes the same as JSON: the list of executions this run
+made (empty when every chapter was cached), which is what the tests count, never a log.
+
+``--root`` names another book (a folder with ``_config.yml`` and ``_toc.yml``; the tests' throw-away
+books): its chapters and its execution cache (``execute.cache`` of its ``_config.yml``). Each cache entry
+this script writes says so (``executed_by`` in its data), so a test can tell an execution of this
+script from one of the build (myst-nb writes only ``execution_seconds``).
 """
 from __future__ import annotations
 
@@ -29,13 +36,22 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "_build" / ".jupyter_cache"
+EXECUTED_BY = "tools/execute.py"          # in the data of every cache entry this script writes
 NETWORK_CHAPTERS = ("06_edge_of_stability", "07_dal", "08_central_flow")
 BACKENDS = {"default": {}, "sse4.2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2"}}
 # Seconds each chapter took on the 2-core CI machine during `python3 dev.py test`: the longest start first, so two workers finish together.
 EXPECTED_SECONDS = {"05_beyond_quadratics": 150, "08_central_flow": 120, "07_dal": 112, "06_edge_of_stability": 100,
                     "04_stability": 50, "03_principal_flow": 32, "02_backward_error_analysis": 15}
 TIMEOUT = 1200
+
+
+def cache_folder(root: Path = ROOT) -> Path:
+    """The execution cache of the book in ``root``: ``execute.cache`` of its ``_config.yml``, the
+    folder the build (myst-nb's cache mode) reads, relative to ``root``."""
+    import yaml
+
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    return root / config["execute"]["cache"]
 
 
 def toc_chapters(root: Path = ROOT) -> list[Path]:
@@ -70,51 +86,71 @@ def _execute(path: str, backend: str) -> dict:
             "error": error, "notebook": None if error else nbformat.writes(nb)}
 
 
-def _cache(path: Path, notebook: str, seconds: float) -> None:
-    """Store an executed chapter where myst-nb's cache mode looks it up (by the hash of its code)."""
+def _cache(path: Path, notebook: str, seconds: float, folder: Path) -> str | None:
+    """Store an executed chapter where myst-nb's cache mode looks it up (by the hash of its code).
+
+    Returns None, or why the entry does not match the chapter as it is now (the build would execute
+    it again): its file was edited while it ran, or execution changed cell metadata."""
     import nbformat
     from jupyter_cache import get_cache
     from jupyter_cache.base import CacheBundleIn
 
     import jupytext
 
-    cache = get_cache(CACHE)
-    cache.cache_notebook_bundle(CacheBundleIn(nbformat.reads(notebook, as_version=4), str(path),
-                                              data={"execution_seconds": seconds}),
+    executed = nbformat.reads(notebook, as_version=4)
+    cache = get_cache(folder)
+    cache.cache_notebook_bundle(CacheBundleIn(executed, str(path),
+                                              data={"execution_seconds": seconds, "executed_by": EXECUTED_BY}),
                                 check_validity=False, overwrite=True)
+    now = jupytext.read(path)
     try:                                 # the build looks the chapter up by the hash of its source
-        cache.match_cache_notebook(jupytext.read(path))
-    except KeyError as exc:
-        raise RuntimeError(f"{path.name} was executed but its cache entry does not match its source, so "
-                           "the book build would execute it again: did execution change cell metadata?") from exc
+        cache.match_cache_notebook(now)
+        return None
+    except KeyError:
+        def code(nb):
+            return [c.source for c in nb.cells if c.cell_type == "code"]
+        if code(executed) != code(now):
+            return f"{path.name} was edited while it was executed: run the command again to execute it as it is now"
+        return (f"{path.name} was executed but its cache entry does not match its source, so the book "
+                "build would execute it again: did execution change cell metadata?")
 
 
-def pending(chapters: list[Path]) -> list[Path]:
-    """The chapters whose code is not in the execution cache yet."""
+def cached(chapters: list[Path], folder: Path | None = None) -> dict[Path, object]:
+    """Each chapter's entry in the execution cache (a jupyter-cache ``NbCacheRecord``: ``pk``,
+    ``created``, ``data``), looked up as the build looks it up, by the hash of its code; None for a
+    chapter whose code is not cached. ``folder``: the cache (default: this book's)."""
     import jupytext
     from jupyter_cache import get_cache
 
-    cache = get_cache(CACHE)
-    out = []
+    cache = get_cache(folder or cache_folder())
+    out = {}
     for path in chapters:
         try:
-            cache.match_cache_notebook(jupytext.read(path))
+            out[path] = cache.match_cache_notebook(jupytext.read(path))
         except KeyError:
-            out.append(path)
+            out[path] = None
     return out
 
 
-def plan(chapters: list[Path], second_backend: bool) -> list[tuple[Path, str]]:
+def pending(chapters: list[Path], folder: Path | None = None) -> list[Path]:
+    """The chapters whose code is not in the execution cache yet."""
+    return [path for path, record in cached(chapters, folder).items() if record is None]
+
+
+def plan(chapters: list[Path], second_backend: bool, folder: Path | None = None) -> list[tuple[Path, str]]:
     """(chapter, backend) jobs, longest first; the second backend for the network chapters only."""
-    jobs = [(p, "default") for p in pending(chapters)]
+    jobs = [(p, "default") for p in pending(chapters, folder)]
     if second_backend:
         jobs += [(p, "sse4.2") for p in chapters if p.stem in NETWORK_CHAPTERS]
     return sorted(jobs, key=lambda job: -EXPECTED_SECONDS.get(job[0].stem, 10))
 
 
-def run(chapters: list[Path], *, jobs: int = 2, second_backend: bool = False) -> list[dict]:
-    """Execute what ``plan`` lists, ``jobs`` at a time; cache the default backend's results."""
-    work = plan(chapters, second_backend)
+def run(chapters: list[Path], *, jobs: int = 2, second_backend: bool = False,
+        folder: Path | None = None) -> list[dict]:
+    """Execute what ``plan`` lists, ``jobs`` at a time; cache the default backend's results in
+    ``folder`` (default: this book's execution cache)."""
+    folder = folder or cache_folder()
+    work = plan(chapters, second_backend, folder)
     by_stem = {p.stem: p for p in chapters}
     results = []
     if not work:
@@ -127,7 +163,7 @@ def run(chapters: list[Path], *, jobs: int = 2, second_backend: bool = False) ->
         for future in futures:
             result = future.result()
             if result["backend"] == "default" and result["error"] is None:
-                _cache(by_stem[result["chapter"]], result["notebook"], result["seconds"])
+                result["error"] = _cache(by_stem[result["chapter"]], result["notebook"], result["seconds"], folder)
             result.pop("notebook")
             status = "ok" if result["error"] is None else "FAILED"
             print(f"[execute] {result['chapter']:<28} {result['backend']:<8} {result['seconds']:7.1f} s  {status}",
@@ -155,14 +191,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--second-backend", action="store_true")
     parser.add_argument("--report", type=Path)
+    parser.add_argument("--root", type=Path, default=ROOT, help="the book's folder (default: this repository)")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    chapters = [p.resolve() for p in args.chapters] or toc_chapters()
+    root = args.root.resolve()
+    if not (root / "_toc.yml").is_file() or not (root / "_config.yml").is_file():
+        parser.error(f"--root {root} holds no book: it needs _config.yml and _toc.yml")
+    chapters = [p.resolve() for p in args.chapters] or toc_chapters(root)
     missing = [str(p) for p in chapters if not p.exists()]
     if missing:
         parser.error(f"no such chapter: {', '.join(missing)}")
-    results = run(chapters, jobs=args.jobs, second_backend=args.second_backend)
+    results = run(chapters, jobs=args.jobs, second_backend=args.second_backend, folder=cache_folder(root))
     if results:
         print(summary(results), flush=True)
     else:

@@ -44,6 +44,10 @@ from .runner import Outcome
 from .sandbox import Limits, Sandbox, become_subreaper, kill_processes, require_sandbox, stragglers
 from .workers import class_workers, run_worker
 
+# What the checks import (coursework/*.md), imported once by the workers' zygote rather than by each
+# worker: scikit-learn alone (pfcourse.data's digits) costs about 10 s of CPU per process when cold.
+CHECK_MODULES = ("pfcourse.flows", "pfcourse.landscapes", "pfcourse.dal", "pfcourse.spectral",
+                 "pfcourse.symbolic", "pfcourse.data", "pfcourse.models", "pfcourse.eos", "sklearn.datasets")
 FIELDS = ["submission", "assignment", "question", "score", "max_score", "status", "reason"]
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 SETUP_TIMEOUT = 180.0       # seconds for the assignment's own setup cells (imports), whatever --cell-timeout
@@ -614,7 +618,7 @@ def grade_folder(folder: str | Path, out: str | Path, *, root: str | Path | None
         return _grade_one(path, submission_key(path, folder), candidates,
                           lambda p, found: _grade_in_worker(p, found, job, timeout))
 
-    with class_workers() as cache, ThreadPoolExecutor(max(1, jobs)) as pool:
+    with class_workers(f"{__name__}:grade_job", CHECK_MODULES) as cache, ThreadPoolExecutor(max(1, jobs)) as pool:
         job["jit_cache"] = cache            # compiled programs shared by the class (_warm_jit_cache), then removed
         rows = [row for rows in pool.map(one, submissions) for row in rows]
     rows += [row for path, why in skipped.items() for row in _not_graded(submission_key(path, folder), why)]

@@ -14,6 +14,7 @@ Book: none (tooling for the coursework).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import resource
@@ -29,14 +30,16 @@ from .sandbox import SandboxUnavailable, kill_processes, reap, require_sandbox
 
 _LOCK = threading.Lock()
 _ZYGOTE: list[Zygote] = []
+_ENTRY: list[tuple[str, tuple[str, ...]]] = []   # the entry and the preloads (class_workers)
 
 
 class Zygote:
     """The grader's handle on its zygote: :meth:`fork` a worker for a job, :meth:`close` at the end."""
 
-    def __init__(self):
+    def __init__(self, entry: str, preload: tuple[str, ...] = ()):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        main = f"from pfcourse_instructor.workers import zygote_main; zygote_main({theirs.fileno()})"
+        main = ("from pfcourse_instructor.workers import zygote_main; "
+                f"zygote_main({theirs.fileno()}, {entry!r}, {tuple(preload)!r})")
         self.proc = subprocess.Popen([sys.executable, "-c", main], pass_fds=[theirs.fileno()],
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
@@ -69,15 +72,18 @@ def _fork(job: dict) -> tuple[int, int]:
     """A worker forked by this grader's zygote (started, or restarted, on demand)."""
     with _LOCK:
         if not _ZYGOTE or _ZYGOTE[0].proc.poll() is not None:
-            _ZYGOTE[:] = [Zygote()]
+            _ZYGOTE[:] = [Zygote(*_ENTRY[0])]
         return _ZYGOTE[0].fork(job)
 
 
 @contextlib.contextmanager
-def class_workers():
-    """What a class's workers share: a folder for the JAX compilation cache (yielded; removed after)
-    and the zygote (ended after)."""
+def class_workers(entry: str, preload: tuple[str, ...] = ()):
+    """What a class's workers share: the function each one runs on its job (``entry``,
+    ``"module:function"``, imported once by the zygote, with the modules ``preload``), a folder for
+    the JAX compilation cache (yielded; removed after) and the zygote (ended after)."""
     with tempfile.TemporaryDirectory(prefix="pfcourse-jit-") as cache:
+        with _LOCK:
+            _ENTRY[:] = [(entry, tuple(preload))]
         try:
             yield cache
         finally:
@@ -112,14 +118,18 @@ def run_worker(job: dict, timeout: float) -> tuple[dict | None, str]:
     return answer, ""
 
 
-def _work(job: dict, fd: int):
-    """In a forked worker: grade ``job``, write the answer on ``fd``, exit (never returns)."""
+def _entry_function(entry: str):
+    """The function named by ``"module:function"`` (its module imported)."""
+    module, name = entry.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _work(job: dict, fd: int, entry: str):
+    """In a forked worker: run ``entry`` on ``job``, write the answer on ``fd``, exit (never returns)."""
     code = 1
     try:
-        from .grading import grade_job
-
         try:
-            answer = {"rows": grade_job(job)}
+            answer = {"rows": _entry_function(entry)(job)}
             usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
             answer["cpu"] = sum(u.ru_utime + u.ru_stime for u in usage)    # its sandboxes' included
         except Exception as err:       # the worker's own failure: the submission's reason
@@ -131,13 +141,16 @@ def _work(job: dict, fd: int):
         os._exit(code)
 
 
-def zygote_main(fd: int) -> int:
-    """The zygote: import what every worker needs once, then fork one worker per job received."""
+def zygote_main(fd: int, entry: str, preload: tuple[str, ...] = ()) -> int:
+    """The zygote: import what every worker needs once (``entry``'s module, jax, NumPy, SymPy and
+    ``preload``; none of them may start a JAX backend), then fork one worker per job received."""
     import jax
     import numpy  # noqa: F401
     import sympy  # noqa: F401
 
-    from . import grading, wire  # noqa: F401
+    _entry_function(entry)
+    for module in preload:
+        importlib.import_module(module)
 
     jax.config.update("jax_enable_x64", True)      # as every assignment's setup; checks recompute in float64
     with contextlib.suppress(SandboxUnavailable):  # checked once here, the answer inherited by every worker
@@ -155,7 +168,7 @@ def zygote_main(fd: int) -> int:
         if pid == 0:
             channel.close()
             os.setsid()
-            _work(json.loads(message), fds[0])
+            _work(json.loads(message), fds[0], entry)
         os.close(fds[0])
         channel.send(str(pid).encode())
     while True:
