@@ -38,17 +38,16 @@ def built_book():
     return code, runs
 
 
-#: Seconds per test file in a `python3 dev.py test` run (the table it prints at its end; warm compilation
-#: cache, 2 cores). Under `--dist loadfile` xdist hands out files in collection order, so the longest go
+#: Seconds per test file in a `python3 dev.py test` run (the table it prints at its end; a fresh clone after
+#: `dev.py book`, 2 cores, 2026-12-07). Under `--dist loadfile` xdist hands out files in collection order, so the longest go
 #: first and the short ones fill in at the end: in alphabetical order a 2-minute file picked up last
 #: left one worker idle for about a minute.
-FILE_SECONDS = {"test_book.py": 506, "test_coursework.py": 300, "test_lowest_versions.py": 116, "test_krylov.py": 110,
-                "test_grader_attacks.py": 180, "test_eos.py": 70, "test_cli.py": 61, "test_flows.py": 52,
-                "test_beyond_quadratics.py": 50, "test_gpu_check.py": 49, "test_dal.py": 48, "test_widgets.py": 41,
-                "test_central_flow.py": 39, "test_models.py": 37, "test_stability.py": 34, "test_training.py": 32,
-                "test_spectral.py": 26, "test_notebooks.py": 23, "test_symbolic.py": 8,
-                "test_build_sequence.py": 60, "test_benchmarks.py": 250, "test_grader_failclosed.py": 95,
-                "test_grader_forged_probes.py": 120}
+FILE_SECONDS = {"test_book.py": 529, "test_coursework.py": 308, "test_lowest_versions.py": 232, "test_eos.py": 228,
+                "test_benchmarks.py": 242, "test_grader_forged_probes.py": 181, "test_grader_attacks.py": 123,
+                "test_krylov.py": 111, "test_gpu_check.py": 95, "test_central_flow.py": 84, "test_dal.py": 82,
+                "test_spectral.py": 81, "test_flows.py": 71, "test_beyond_quadratics.py": 67, "test_training.py": 63,
+                "test_notebooks.py": 63, "test_grader_failclosed.py": 57, "test_widgets.py": 57, "test_models.py": 55,
+                "test_cli.py": 52, "test_build_sequence.py": 43, "test_stability.py": 30, "test_symbolic.py": 15}
 
 
 #: The kind of test files (a name or a pattern; or single tests, ``file::name``) that are more than the

@@ -140,13 +140,15 @@ def bwrap_command(limits: Limits, uid: int | None, inner: list[str], notebook_fd
     files = [] if notebook_fd is None else ["--perms", "0644", "--file", str(notebook_fd), f"{HOME}/submission.ipynb"]
     if jit_cache:
         files += ["--bind" if jit_cache[1] else "--ro-bind", jit_cache[0], JIT_CACHE]
+    # The private mounts first, the allowed binds after: bwrap mounts in order, so a checkout or a
+    # virtual environment under /tmp (a CI clone, say) is bound on top of the private /tmp, not hidden.
     return ["prlimit", *rlimits, "--", bwrap, *spaces, "--die-with-parent", "--new-session",
-            *_binds(_allowed()), "--proc", "/proc", "--dev", "/dev",
+            "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", tmp[0], "--tmpfs", "/dev/shm",
             "--perms", "1777", "--size", tmp[0], "--tmpfs", "/tmp",
             "--perms", "1777", "--size", tmp[1], "--tmpfs", HOME, *files,
             "--dir", "/run", "--dir", "/var/tmp", "--symlink", "../run", "/var/run",
-            "--remount-ro", "/", "--chdir", HOME, *drop, *inner]
+            *_binds(_allowed()), "--remount-ro", "/", "--chdir", HOME, *drop, *inner]
 
 
 def student_uid() -> int | None:
