@@ -6,7 +6,7 @@
 
 Any order, any number of times: each command re-executes only the chapters whose code changed.
 
-    python3 dev.py test --quick   # the quick loop (< 4 min): the package's unit tests only, no book
+    python3 dev.py test --quick   # the quick loop: the package's unit tests only, no book
                                   # build, chapter or notebook execution, browser or grading
 
 Helpers for authors (not needed on a fresh machine):
