@@ -112,7 +112,8 @@ def execute_chapters(second_backend: bool = False, report: Path | None = None, b
     (tools/execute.py).
 
     With ``second_backend`` the chapters that train networks also run under a second floating-point
-    backend (``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``), checked but not cached. Prints a timing table.
+    backend (``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``), checked but not cached for the book; a pass is
+    recorded and repeated only when the chapter's code, the package or the machine changed. Prints a timing table.
     """
     cmd = [str(PY), str(ROOT / "tools" / "execute.py"), "--jobs", "2", "--root", str(book)]
     cmd += ["--second-backend"] if second_backend else []

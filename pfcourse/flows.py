@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -436,6 +435,8 @@ def rk4_step(field: Callable[[PyTree], PyTree], y: PyTree, dt, has_aux: bool = F
     :func:`pfcourse.central_flow.central_flow_step`. Book: chapter 1, §Integrating a flow.
     """
     f = field if has_aux else (lambda x: (field(x), None))
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(y)):
+        f = jax.jit(f)        # under a trace: the field is traced once for the four stages, not four times
     k1, a1 = f(y)
     k2, a2 = f(_axpy(y, dt / 2, k1))
     k3, a3 = f(_axpy(y, dt / 2, k2))
@@ -619,6 +620,8 @@ def _rk4(vf, y0, ts, substeps: int):
 
 def _diffrax_solve(vf, y0, ts, method: str, rtol, atol, max_steps: int):
     """Dopri8 or Tsit5 with a PID controller, saving at ``ts``: ``(ys, steps, failed)``."""
+    import diffrax          # here, not at the top: half a second of import that most callers never use
+
     solver = {"dopri8": diffrax.Dopri8(), "tsit5": diffrax.Tsit5()}[method]
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, args: vf(y)), solver, t0=ts[0], t1=ts[-1], dt0=None, y0=y0,

@@ -63,13 +63,34 @@ KINDS = {"test_coursework.py": "grading", "test_grader_*.py": "grading", "test_g
          "test_notebooks.py::test_colab_button_opens_the_generated_notebook": "book",
          # a chapter's own run (the slowest two of the quick set, issue 26's measurement)
          "test_central_flow.py::test_central_flow_holds_the_sharpness_on_the_chapters_run": "slow",
-         "test_dal.py::test_dal_sgd_experiment_shapes_seeds_and_rates": "slow"}
+         "test_dal.py::test_dal_sgd_experiment_shapes_seeds_and_rates": "slow",
+         # the slowest unit tests of the quick set (a warm `dev.py test --quick`, 2026-12-07: 5-21 s each,
+         # about 150 of its 567 worker-seconds): end-to-end CLI runs and dense-reference comparisons.
+         # They run in `python3 dev.py test`, like every test.
+         "test_krylov.py::test_krylov_pf_field_matches_dense_eig_at_complex_states": "slow",
+         "test_krylov.py::test_krylov_pf_field_matches_dense_eigh_on_an_mlp": "slow",
+         "test_krylov.py::test_one_step_errors_on_a_quadratic_pf_is_exact_and_ngf_igr_are_their_exponentials": "slow",
+         "test_cli.py::test_eos_writes_npz_json_png": "slow",
+         "test_cli.py::test_eos_restores_jax_settings": "slow",
+         "test_cli.py::test_eos_synthetic_cifar_runs_the_benchmark_workload_shape": "slow",
+         "test_cli.py::test_eos_cifar10_falls_back_only_when_asked_and_says_so": "slow",
+         "test_cli.py::test_eos_divergence_exit_code": "slow",
+         "test_models.py::test_full_batch_loss_works_with_flows_and_spectral": "slow",
+         "test_eos.py::test_player_widget": "slow",
+         "test_eos.py::test_divergence_names_step_and_reason": "slow",
+         "test_symbolic.py::test_terms_to_order_5_against_picard_ansatz": "slow",
+         "test_edge_toy.py::test_gd_holds_the_edge_and_the_central_flow_sits_on_it": "slow",
+         "test_edge_toy.py::test_pf_has_no_stabilising_mechanism": "slow",     # the same 7-s fixture
+         "test_widgets.py::test_explorer_widget_callbacks": "slow",
+         "test_beyond_quadratics.py::test_side_policy_eigenvalue_paths": "slow",
+         "test_benchmarks.py::test_a_copied_cache_hits": "slow"}
 
 
 def pytest_configure(config):
     """The markers :data:`KINDS` gives (``book`` and ``lowest`` are declared in pyproject.toml)."""
     config.addinivalue_line("markers", "grading: runs the autograder on submissions (not in --quick)")
-    config.addinivalue_line("markers", "slow: executes notebooks or the GPU path's dry run (not in --quick)")
+    config.addinivalue_line("markers", "slow: executes notebooks or the GPU path's dry run, or is one of the "
+                            "slowest unit tests (not in --quick)")
 
 
 @pytest.hookimpl(tryfirst=True)           # before -m deselects by the markers given here

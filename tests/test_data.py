@@ -97,6 +97,22 @@ def test_digits_standardisation_uses_training_statistics():
     np.testing.assert_allclose(ds.x_test, (raw[500:700] - mu) / sd, atol=1e-12)
 
 
+def test_digits_file_reader_equals_scikit_learns_loader(monkeypatch):
+    """The digits are read from scikit-learn's data file without importing scikit-learn; where the
+    file is not found, scikit-learn's loader is used: both give scikit-learn's arrays exactly."""
+    from sklearn.datasets import load_digits as sk
+
+    bunch = sk()
+    x, labels = data._digits_arrays()
+    np.testing.assert_array_equal(x, bunch.data)
+    np.testing.assert_array_equal(labels, bunch.target)
+    assert x.dtype == np.float64 and labels.dtype == np.int64
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
+    x2, labels2 = data._digits_arrays()
+    np.testing.assert_array_equal(x2, x)
+    np.testing.assert_array_equal(labels2, labels)
+
+
 def test_digits_default_test_split_is_the_rest_and_classes_relabel():
     ds = data.load_digits(n_train=1000)
     assert ds.x_test.shape[0] == 797

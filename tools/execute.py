@@ -12,7 +12,12 @@ notebook (``notebooks/NN_name.ipynb``, the same code cells after an install cell
 ``--second-backend`` also executes every chapter that trains a network (``NETWORK_CHAPTERS``) under a
 second floating-point backend, ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2``: XLA's CPU code then uses other
 instructions, so float32 rounds differently, as it does on another reader's processor. Those runs are
-checked (any failing assertion fails them) but never cached: the book shows the default backend.
+checked (any failing assertion fails them), never cached for the book (it shows the default backend).
+A pass is recorded (:func:`second_backend_key`: ``_build/second-backend/NAME.json``) under a hash of
+everything its outcome depends on here: the chapter's code, the package's source, the pinned
+requirements, the backend's flags and this machine's processor. A chapter whose record matches is not
+run under the second backend again (what passed, with the same code on the same machine, passes
+again); any change to one of them runs it again.
 
 Prints one line per chapter and backend (seconds, outcome); exits 1 when any execution failed, with
 the failing cell's traceback. ``--report`` writes the same as JSON: the list of executions this run
@@ -43,6 +48,57 @@ BACKENDS = {"default": {}, "sse4.2": {"XLA_FLAGS": "--xla_cpu_max_isa=SSE4_2"}}
 EXPECTED_SECONDS = {"08_central_flow": 214, "05_beyond_quadratics": 197, "07_dal": 174, "06_edge_of_stability": 160,
                     "04_stability": 60, "03_principal_flow": 44, "02_backward_error_analysis": 21}
 TIMEOUT = 1200
+
+
+def second_backend_key(path: Path, backend: str = "sse4.2", root: Path = ROOT) -> str:
+    """The hash a second-backend pass of chapter ``path`` is recorded under: its code cells, every file
+    of ``root``'s ``pfcourse/`` package (``*.py``), ``requirements.txt`` and ``pyproject.toml``, the
+    backend's flags and this machine's processor (model name and core count)."""
+    import hashlib
+    import platform
+
+    import jupytext
+
+    digest = hashlib.sha256()
+    def add(text: str | bytes) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        digest.update(len(data).to_bytes(8, "little") + data)
+    for cell in jupytext.read(path).cells:
+        if cell.cell_type == "code":
+            add(cell.source)
+    for file in sorted((root / "pfcourse").rglob("*.py")):
+        add(str(file.relative_to(root)))
+        add(file.read_bytes())
+    for name in ("requirements.txt", "pyproject.toml"):
+        add((root / name).read_bytes() if (root / name).exists() else b"")
+    add(json.dumps(BACKENDS[backend], sort_keys=True))
+    cpuinfo = Path("/proc/cpuinfo")
+    models = cpuinfo.read_text().split("model name")[1:2] if cpuinfo.exists() else []
+    add(f"{platform.machine()} {platform.processor()} {models} {os.cpu_count()}")
+    return digest.hexdigest()
+
+
+def _record_path(path: Path, root: Path) -> Path:
+    return root / "_build" / "second-backend" / f"{path.stem}.json"
+
+
+def second_backend_passed(path: Path, backend: str = "sse4.2", root: Path = ROOT) -> dict | None:
+    """The record of chapter ``path``'s pass under ``backend`` if it matches the chapter, package and
+    machine as they are now (:func:`second_backend_key`), else None."""
+    try:
+        record = json.loads(_record_path(path, root).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("key") == second_backend_key(path, backend, root) else None
+
+
+def _record_pass(path: Path, result: dict, key: str, root: Path) -> None:
+    """Record ``result``, a pass of ``path`` under the second backend, under ``key`` (taken before it ran)."""
+    target = _record_path(path, root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps({"key": key,
+                                  "backend": result["backend"], "seconds": result["seconds"],
+                                  "passed": time.strftime("%Y-%m-%d %H:%M:%S")}))
 
 
 def cache_folder(root: Path = ROOT) -> Path:
@@ -137,21 +193,31 @@ def pending(chapters: list[Path], folder: Path | None = None) -> list[Path]:
     return [path for path, record in cached(chapters, folder).items() if record is None]
 
 
-def plan(chapters: list[Path], second_backend: bool, folder: Path | None = None) -> list[tuple[Path, str]]:
-    """(chapter, backend) jobs, longest first; the second backend for the network chapters only."""
+def plan(chapters: list[Path], second_backend: bool, folder: Path | None = None,
+         root: Path = ROOT) -> list[tuple[Path, str]]:
+    """(chapter, backend) jobs, longest first; the second backend for the network chapters only, those
+    without a matching record of a pass (:func:`second_backend_passed`)."""
     jobs = [(p, "default") for p in pending(chapters, folder)]
     if second_backend:
-        jobs += [(p, "sse4.2") for p in chapters if p.stem in NETWORK_CHAPTERS]
+        jobs += [(p, "sse4.2") for p in chapters
+                 if p.stem in NETWORK_CHAPTERS and not second_backend_passed(p, "sse4.2", root)]
     return sorted(jobs, key=lambda job: -EXPECTED_SECONDS.get(job[0].stem, 10))
 
 
 def run(chapters: list[Path], *, jobs: int = 2, second_backend: bool = False,
-        folder: Path | None = None) -> list[dict]:
+        folder: Path | None = None, root: Path = ROOT) -> list[dict]:
     """Execute what ``plan`` lists, ``jobs`` at a time; cache the default backend's results in
-    ``folder`` (default: this book's execution cache)."""
+    ``folder`` (default: this book's execution cache); record the second backend's passes."""
     folder = folder or cache_folder()
-    work = plan(chapters, second_backend, folder)
+    work = plan(chapters, second_backend, folder, root)
     by_stem = {p.stem: p for p in chapters}
+    keys = {p.stem: second_backend_key(p, b, root) for p, b in work if b != "default"}  # the code that runs
+    if second_backend:
+        for path in chapters:
+            record = path.stem in NETWORK_CHAPTERS and path.stem not in keys and second_backend_passed(path, "sse4.2", root)
+            if record:
+                print(f"[execute] {path.stem:<28} sse4.2   passed on {record['passed']} with this code, package "
+                      "and processor: not run again", flush=True)
     results = []
     if not work:
         return results
@@ -164,6 +230,8 @@ def run(chapters: list[Path], *, jobs: int = 2, second_backend: bool = False,
             result = future.result()
             if result["backend"] == "default" and result["error"] is None:
                 result["error"] = _cache(by_stem[result["chapter"]], result["notebook"], result["seconds"], folder)
+            elif result["error"] is None:
+                _record_pass(by_stem[result["chapter"]], result, keys[result["chapter"]], root)
             result.pop("notebook")
             status = "ok" if result["error"] is None else "FAILED"
             print(f"[execute] {result['chapter']:<28} {result['backend']:<8} {result['seconds']:7.1f} s  {status}",
@@ -202,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in chapters if not p.exists()]
     if missing:
         parser.error(f"no such chapter: {', '.join(missing)}")
-    results = run(chapters, jobs=args.jobs, second_backend=args.second_backend, folder=cache_folder(root))
+    results = run(chapters, jobs=args.jobs, second_backend=args.second_backend, folder=cache_folder(root),
+                  root=root)
     if results:
         print(summary(results), flush=True)
     else:

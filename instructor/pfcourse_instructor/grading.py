@@ -44,10 +44,20 @@ from .runner import Outcome
 from .sandbox import Limits, Sandbox, become_subreaper, kill_processes, require_sandbox, stragglers
 from .workers import class_workers, run_worker
 
-# What the checks import (coursework/*.md), imported once by the workers' zygote rather than by each
-# worker: scikit-learn alone (pfcourse.data's digits) costs about 10 s of CPU per process when cold.
+# What the checks import (coursework/*.md), and jupytext, which reads the assignment in each worker:
+# imported once by the workers' zygote rather than by each worker (about 1.5 s of CPU per submission
+# measured; pfcourse.data reads the digits without importing scikit-learn).
 CHECK_MODULES = ("pfcourse.flows", "pfcourse.landscapes", "pfcourse.dal", "pfcourse.spectral",
-                 "pfcourse.symbolic", "pfcourse.data", "pfcourse.models", "pfcourse.eos", "sklearn.datasets")
+                 "pfcourse.symbolic", "pfcourse.data", "pfcourse.models", "pfcourse.eos", "optax", "jupytext",
+                 "jupytext.formats", "jupytext.myst")
+# The workers' environment. Equinox's runtime errors (``error_if``, in pfcourse's DAL, flows and
+# Krylov code) put a host callback into every program that has one, and JAX never stores such a
+# program in its persistent cache: each worker compiled them again, about 1.2 s of CPU per
+# submission of assignment 7 (measured). The checks are the instructor's code, run on values
+# already checked by ``expect_*``; with ``EQX_ON_ERROR=nan`` an error there gives NaN instead,
+# which every ``expect_*`` comparison refuses, so the question still fails closed. The students'
+# sandboxes keep equinox's default (their errors are raised, with the message).
+WORKER_ENV = {"EQX_ON_ERROR": "nan"}
 FIELDS = ["submission", "assignment", "question", "score", "max_score", "status", "reason"]
 MAX_NOTEBOOK_BYTES = 50 * 2**20
 SETUP_TIMEOUT = 180.0       # seconds for the assignment's own setup cells (imports), whatever --cell-timeout
@@ -618,7 +628,7 @@ def grade_folder(folder: str | Path, out: str | Path, *, root: str | Path | None
         return _grade_one(path, submission_key(path, folder), candidates,
                           lambda p, found: _grade_in_worker(p, found, job, timeout))
 
-    with class_workers(f"{__name__}:grade_job", CHECK_MODULES) as cache, ThreadPoolExecutor(max(1, jobs)) as pool:
+    with class_workers(f"{__name__}:grade_job", CHECK_MODULES, WORKER_ENV) as cache, ThreadPoolExecutor(max(1, jobs)) as pool:
         job["jit_cache"] = cache            # compiled programs shared by the class (_warm_jit_cache), then removed
         rows = [row for rows in pool.map(one, submissions) for row in rows]
     rows += [row for path, why in skipped.items() for row in _not_graded(submission_key(path, folder), why)]

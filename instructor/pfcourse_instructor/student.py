@@ -108,8 +108,8 @@ def main(argv: list[str]) -> int:
     _write(write_fd, {"status": "ready"})
     while True:
         message = _read(read_fd)
-        if message is None:
-            return 0
+        if message is None:               # the grader is done: exit at once (a tmpfs holds nothing to keep;
+            os._exit(0)                   # Python's and JAX's clean-up took about a second of the grader's)
         run = _run_cell if message.get("op") == "run" else _run_probe
         try:
             answer = run(shell, message["code"], float(message["timeout"]))

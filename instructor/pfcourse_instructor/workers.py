@@ -30,17 +30,18 @@ from .sandbox import SandboxUnavailable, kill_processes, reap, require_sandbox
 
 _LOCK = threading.Lock()
 _ZYGOTE: list[Zygote] = []
-_ENTRY: list[tuple[str, tuple[str, ...]]] = []   # the entry and the preloads (class_workers)
+_ENTRY: list[tuple] = []   # the entry, the preloads and the environment (class_workers)
 
 
 class Zygote:
     """The grader's handle on its zygote: :meth:`fork` a worker for a job, :meth:`close` at the end."""
 
-    def __init__(self, entry: str, preload: tuple[str, ...] = ()):
+    def __init__(self, entry: str, preload: tuple[str, ...] = (), env: dict[str, str] | None = None):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         main = ("from pfcourse_instructor.workers import zygote_main; "
                 f"zygote_main({theirs.fileno()}, {entry!r}, {tuple(preload)!r})")
         self.proc = subprocess.Popen([sys.executable, "-c", main], pass_fds=[theirs.fileno()],
+                                     env={**os.environ, **(env or {})},
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
         self.channel = ours
@@ -77,13 +78,14 @@ def _fork(job: dict) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def class_workers(entry: str, preload: tuple[str, ...] = ()):
+def class_workers(entry: str, preload: tuple[str, ...] = (), env: dict[str, str] | None = None):
     """What a class's workers share: the function each one runs on its job (``entry``,
-    ``"module:function"``, imported once by the zygote, with the modules ``preload``), a folder for
-    the JAX compilation cache (yielded; removed after) and the zygote (ended after)."""
+    ``"module:function"``, imported once by the zygote, with the modules ``preload``, in this
+    process's environment updated with ``env``), a folder for the JAX compilation cache (yielded;
+    removed after) and the zygote (ended after)."""
     with tempfile.TemporaryDirectory(prefix="pfcourse-jit-") as cache:
         with _LOCK:
-            _ENTRY[:] = [(entry, tuple(preload))]
+            _ENTRY[:] = [(entry, tuple(preload), dict(env or {}))]
         try:
             yield cache
         finally:
