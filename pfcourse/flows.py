@@ -435,7 +435,7 @@ def rk4_step(field: Callable[[PyTree], PyTree], y: PyTree, dt, has_aux: bool = F
     :func:`pfcourse.central_flow.central_flow_step`. Book: chapter 1, §Integrating a flow.
     """
     f = field if has_aux else (lambda x: (field(x), None))
-    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(y)):
+    if not all(is_concrete(leaf) for leaf in jax.tree_util.tree_leaves(y)):
         f = jax.jit(f)        # under a trace: the field is traced once for the four stages, not four times
     k1, a1 = f(y)
     k2, a2 = f(_axpy(y, dt / 2, k1))
