@@ -22,8 +22,8 @@ Experiments (use the core): :mod:`pfcourse.data` (digits, CIFAR-10), :mod:`pfcou
 :mod:`pfcourse.edge_toy` (the PF through the edge of stability on a toy, beside GD and the central
 flow, chapter 8), :mod:`pfcourse.dal_sgd` (DAL with minibatches: SGD on digits, chapter 7).
 
-Presentation (uses both): :mod:`pfcourse.plots`, :mod:`pfcourse.widgets` and the CLI
-(``python -m pfcourse``). The instructor's tool (Colab notebooks, assignments, the autograder) is not
+Presentation (uses both): :mod:`pfcourse.plots`, :mod:`pfcourse.widgets`, :mod:`pfcourse.glue` (a
+run's numbers for the book's prose) and the CLI (``python -m pfcourse``). The instructor's tool (Colab notebooks, assignments, the autograder) is not
 part of this package: it is ``pfcourse_instructor``, a second distribution in the repository's
 ``instructor/``, and nothing here imports it (tests/test_layers.py).
 

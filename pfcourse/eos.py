@@ -47,7 +47,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from . import models, training
+from . import models, spectral, training
 from ._checks import check_finite, check_int
 from .flows import DivergenceError, pf_coefficient
 from .stability import pf_step_factor
@@ -57,6 +57,7 @@ PyTree = Any
 __all__ = [
     "DivergenceError",
     "EoSHistory",
+    "factor_check",
     "fit_check",
     "gd_edge_of_stability",
     "loss_change_along",
@@ -211,7 +212,7 @@ def loss_change_along(h, lam, projection) -> np.ndarray:
     return 0.5 * h * p**2 * (h * lam - 2.0)
 
 
-def loss_change_check(run: dict, edge: float = 2.0) -> dict:
+def loss_change_check(run: dict, edge: float = 2.0, top: int = 1) -> dict:
     r"""Test :func:`loss_change_along` on a recorded run: the step after each eigen-solve.
 
     At each solve :math:`n` (not the last step) the prediction is the top direction's term
@@ -220,9 +221,16 @@ def loss_change_check(run: dict, edge: float = 2.0) -> dict:
     added to first order in :math:`h`: :math:`-h(\lVert\nabla E\rVert^2 - p^2)` (their curvature and all
     third-order terms left out).
 
+    With ``top = k > 1`` the prediction is the sum of the terms of the top ``k`` recorded eigenpairs,
+    :math:`\sum_{i<k}\tfrac12 h p_i^2 (h\lambda_i - 2)`, and the rest and the share use
+    :math:`\sum_{i<k} p_i^2`: where :math:`\lambda_0` and :math:`\lambda_1` nearly coincide, a few
+    Lanczos iterations fix the plane of :math:`u_0, u_1` better than :math:`u_0` alone. The regimes
+    are still split by :math:`h\lambda_0`.
+
     Args:
         run: one run of an :class:`EoSHistory` (``history.run(i)``).
         edge: the value of :math:`h\lambda_0` that separates the two regimes.
+        top: how many of the recorded eigenpairs make the prediction (at most the run's ``k``).
 
     Returns:
         a dict with keys ``"before"`` (:math:`h\lambda_0 <` ``edge``) and ``"edge"`` (:math:`\ge`), each a
@@ -241,13 +249,19 @@ def loss_change_check(run: dict, edge: float = 2.0) -> dict:
     steps = np.asarray(run["eig_step"])
     keep = (steps >= 0) & (steps + 1 < loss.size)
     s = steps[keep]
-    lam0 = np.asarray(run["sharpness"], dtype=np.float64)[keep]
-    p = np.asarray(run["eig_projections"], dtype=np.float64)[keep, 0]
-    predicted = loss_change_along(h, lam0, p)
+    recorded = np.asarray(run["eig_projections"], dtype=np.float64)
+    check_int(top, "top", minimum=1)
+    if top > recorded.shape[1]:
+        raise ValueError(f"top = {top} eigenpairs asked for, but the run recorded {recorded.shape[1]}.")
+    lam = (np.asarray(run["sharpness"], dtype=np.float64)[:, None] if top == 1
+           else np.asarray(run["eigenvalues"], dtype=np.float64)[:, :top])[keep]
+    p = recorded[keep, :top]
+    predicted = loss_change_along(h, lam, p).sum(axis=1)
     measured = loss[s + 1] - loss[s]
     grad2 = np.asarray(run["grad_norm"], dtype=np.float64)[s] ** 2
-    rest = -h * (grad2 - p**2)
-    x = h * lam0
+    p2 = np.sum(p**2, axis=1)
+    rest = -h * (grad2 - p2)
+    x = h * lam[:, 0]
     ok = np.isfinite(predicted) & np.isfinite(measured) & (measured != 0)
 
     def stats(sel):
@@ -260,11 +274,71 @@ def loss_change_check(run: dict, edge: float = 2.0) -> dict:
             solves=int(sel.sum()), rose=float(np.mean(me > 0)), sign=float(np.mean(np.sign(pr) == np.sign(me))),
             size=float(np.median(np.abs(pr) / np.abs(me))), error=float(np.median(np.abs(pr - me) / np.abs(me))),
             error_with_rest=float(np.median(np.abs(pr + rest[sel] - me) / np.abs(me))),
-            share=float(np.median(p[sel] ** 2 / grad2[sel])),
+            share=float(np.median(p2[sel] / grad2[sel])),
         )
 
     return dict(before=stats(x < edge), edge=stats(x >= edge),
                 per_solve=dict(step=s, x=x, predicted=predicted, measured=measured, rest=rest))
+
+
+def factor_check(E: Callable[[PyTree], jax.Array], params: PyTree, h: float, *, k: int = 2, num_iter: int = 20,
+                 solves: int = 10, every: int = 20, key: jax.Array | None = None) -> dict:
+    r"""Test the one-step factor :math:`1 - h\lambda_i` (eq. ``eq-eos-factor``) on the top direction alone
+    and on the top ``k`` directions together, continuing gradient descent from ``params``.
+
+    At each of ``solves`` points, ``every`` GD steps (rate ``h``) apart, the top-k eigenpairs
+    :math:`(\lambda_i, u_i)` by Lanczos (``num_iter`` iterations, warm-started from the previous
+    :math:`u_0`, as in training), the projections :math:`p_i = u_i^\top\nabla E(\theta_n)` and, with the
+    same :math:`u_i`, :math:`p_i' = u_i^\top\nabla E(\theta_{n+1})`, and the relative error of the
+    prediction :math:`p_i' = (1 - h\lambda_i)p_i`: on :math:`u_0` alone,
+    :math:`|p_0' - (1 - h\lambda_0)p_0| / |(1 - h\lambda_0)p_0|` (what ``gd_factor`` against ``pf_factor``
+    of an :class:`EoSHistory` measures), and on all ``k`` together,
+    :math:`\lVert p' - (1 - h\Lambda)p\rVert / \lVert(1 - h\Lambda)p\rVert`. Where :math:`\lambda_0` and
+    :math:`\lambda_1` nearly coincide, a few Lanczos iterations fix the plane of :math:`u_0, u_1` better
+    than :math:`u_0` itself; the joint error does not depend on how the plane is split. In plain
+    Python::
+
+        for m in range(solves):
+            lam, U = lanczos(hvp at theta, k, num_iter, start = U[:, 0])
+            p, p_next = U.T @ grad E(theta), U.T @ grad E(theta - h grad E(theta))
+            record h lam[0], (lam[0] - lam[1]) / lam[0], errors of p_next ~ (1 - h lam) p
+            theta = theta after `every` GD steps
+
+    Args:
+        E: the loss ``E(params)`` (e.g. :func:`pfcourse.models.full_batch_loss`).
+        params: where to start (e.g. a run's final parameters), any pytree.
+        h: the learning rate.
+        k, num_iter: eigenpairs per solve (``k >= 2``) and Lanczos iterations.
+        solves, every: how many solves, and GD steps between two of them.
+        key: PRNG key of the first Lanczos start (default ``jax.random.key(0)``).
+
+    Returns:
+        a dict of float64 arrays of shape ``(solves,)``: ``x`` (:math:`h\lambda_0`), ``gap``
+        (:math:`(\lambda_0 - \lambda_1)/\lambda_0`), ``single`` and ``joint`` (the two errors),
+        ``share`` (:math:`\sum_{i<k} p_i^2/\lVert\nabla E\rVert^2`).
+
+    Book: chapter 6, §The principal flow's reading.
+    """
+    for name, value, lo in (("k", k, 2), ("num_iter", num_iter, 1), ("solves", solves, 1), ("every", every, 1)):
+        check_int(value, name, minimum=lo)
+    flat, unravel = ravel_pytree(params)
+    E_flat = lambda f: E(unravel(f))  # noqa: E731
+    grad = jax.jit(jax.grad(E_flat))
+    solve = jax.jit(lambda f, v: spectral.top_hessian_eigenpairs(E_flat, f, k, num_iter, v0=v))
+    advance = jax.jit(lambda f: jax.lax.fori_loop(0, every, lambda _, f: f - h * jax.grad(E_flat)(f), f))
+    v = jax.random.normal(jax.random.key(0) if key is None else key, flat.shape, flat.dtype)
+    rows = []
+    for _ in range(solves):
+        lam, U = solve(flat, v)
+        g = grad(flat)
+        p, p_next = (np.asarray(U.T @ a, np.float64) for a in (g, grad(flat - h * g)))
+        lam = np.asarray(lam, np.float64)
+        predicted = (1 - h * lam) * p
+        rows.append((h * lam[0], (lam[0] - lam[1]) / lam[0], abs(p_next[0] - predicted[0]) / abs(predicted[0]),
+                     np.linalg.norm(p_next - predicted) / np.linalg.norm(predicted),
+                     np.sum(p**2) / float(jnp.sum(g.astype(jnp.float64) ** 2))))
+        v, flat = U[:, 0], advance(flat)
+    return dict(zip(("x", "gap", "single", "joint", "share"), np.asarray(rows, np.float64).T))
 
 
 def settled_sharpness(eig_step, sharpness, stop_step: int, tail: float = 0.25) -> float:

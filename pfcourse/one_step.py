@@ -93,7 +93,8 @@ def one_step_errors(
         over Ritz values :math:`\theta_i` at the end state below the real axis (the "side" cut is
         :math:`\operatorname{Re} w = 0, \operatorname{Im} w < 0`); ``"singular_distance_end"``: the smallest
         :math:`|1 - h\theta_i|` there (the coefficient is singular at 0); ``"krylov_dim"``: :math:`m`;
-        ``"seconds"``: the PF's time per start (compiled).
+        ``"seconds"``: the PF's time per start (compiled); ``"PF_end"``: the PF's state at
+        :math:`t = h` (``substeps`` RK4 steps), flat and complex, shape ``(len(thetas), D)``.
     """
     check_learning_rate(h)
     check_int(substeps, "substeps", minimum=2, hint="It is the number of RK4 steps over one GD step.")
@@ -129,7 +130,7 @@ def _one_row(E_flat: Callable, x: jax.Array, h: float, maps: dict, probe: Callab
                PF_rk4_error=np.linalg.norm((y - y_half).real) / 15 / scale,
                PF_imag_rk4_error=np.linalg.norm((y - y_half).imag) / 15 / scale,
                krylov_error_end=float(end[2]), cut_distance_end=float(end[3]),
-               singular_distance_end=float(end[4]))
+               singular_distance_end=float(end[4]), PF_end=y)
     return row
 
 

@@ -81,7 +81,9 @@ KINDS = {"test_coursework.py": "grading", "test_grader_*.py": "grading", "test_g
          "test_eos.py::test_divergence_names_step_and_reason": "slow",
          "test_symbolic.py::test_terms_to_order_5_against_picard_ansatz": "slow",
          "test_edge_toy.py::test_gd_holds_the_edge_and_the_central_flow_sits_on_it": "slow",
-         "test_edge_toy.py::test_pf_has_no_stabilising_mechanism": "slow",     # the same 7-s fixture
+         # the polynomial toy's 60-step run, and two mpmath integrations (about 6 s each)
+         "test_edge_toy.py::test_pf_follows_gradient_flow_through_the_edge_on_the_polynomial_toy": "slow",
+         "test_edge_toy.py::test_the_log_cosh_pf_sits_on_the_pole_at_each_arithmetic_s_floor": "slow",
          "test_widgets.py::test_explorer_widget_callbacks": "slow",
          "test_beyond_quadratics.py::test_side_policy_eigenvalue_paths": "slow",
          "test_benchmarks.py::test_a_copied_cache_hits": "slow"}

@@ -313,6 +313,44 @@ def test_loss_change_along_is_exact_on_a_quadratic():
         assert np.sign(predicted) == np.sign(h * lam[0] - 2)
 
 
+def test_loss_change_check_sums_the_top_pairs_on_a_two_dimensional_quadratic():
+    """loss_change_check(top=2) on GD on E = (1/2)(lam_0 z_0^2 + lam_1 z_1^2), recorded as a run with both
+    pairs: the sum of the two terms of eq-eos-loss-change is the whole change, so it is exact (errors at
+    rounding, share 1), while the top pair alone misses the second direction's part; a top beyond what the
+    run recorded is refused."""
+    lam, h, n = np.array([4.0, 3.9]), 0.6, 12               # h lam = 2.4, 2.34: both at the edge
+    z = np.array([0.5, 0.4]) * (1 - h * lam) ** np.arange(n + 1)[:, None]
+    g = lam * z
+    solves = np.arange(0, n + 1, 4)
+    run = dict(h=h, loss=0.5 * np.sum(lam * z**2, axis=1), grad_norm=np.linalg.norm(g, axis=1),
+               eig_step=solves, sharpness=np.full(solves.size, lam[0]),
+               eigenvalues=np.tile(lam, (solves.size, 1)), eig_projections=g[solves])
+    both, alone = eos.loss_change_check(run, top=2)["edge"], eos.loss_change_check(run)["edge"]
+    assert both["error"] < 1e-12 and both["share"] == pytest.approx(1, rel=1e-12)
+    assert alone["error"] > 0.1          # u_1's part of the change is about 40% of the whole here
+    with pytest.raises(ValueError, match="recorded 2"):
+        eos.loss_change_check(run, top=3)
+
+
+def test_factor_check_is_exact_on_a_quadratic():
+    """eos.factor_check on E = (1/2) theta^T A theta (float64): one GD step multiplies u_i^T grad E by
+    exactly 1 - h lam_i, so both errors sit at rounding whatever the split of a near-degenerate pair;
+    x and gap are h lam_0 and (lam_0 - lam_1)/lam_0; the share of the top pair is at most 1."""
+    rng = np.random.default_rng(3)
+    Q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    lam = np.array([4.0, 3.96, 2.0, 1.0, 0.5, 0.2, 0.1, 0.05])
+    A = jnp.asarray(Q @ np.diag(lam) @ Q.T)
+    E = lambda t: 0.5 * t @ A @ t  # noqa: E731
+    out = eos.factor_check(E, jnp.asarray(rng.normal(size=8)), 0.51, k=2, num_iter=8, solves=3, every=2)
+    assert set(out) == {"x", "gap", "single", "joint", "share"} and all(v.shape == (3,) for v in out.values())
+    np.testing.assert_allclose(out["x"], 0.51 * 4.0, rtol=1e-10)
+    np.testing.assert_allclose(out["gap"], 0.01, rtol=1e-8)
+    assert np.max(out["single"]) < 1e-8 and np.max(out["joint"]) < 1e-8
+    assert np.all((out["share"] > 0) & (out["share"] <= 1 + 1e-12))
+    with pytest.raises(ValueError, match="k"):
+        eos.factor_check(E, jnp.ones(8), 0.5, k=1)
+
+
 def test_loss_change_check_on_a_one_dimensional_quadratic():
     """loss_change_check on GD along one eigen-direction, E = (1/2) lam z^2, recorded as a run: the
     prediction is exact there (signs agree, errors vanish, the gradient is all along u_0), the step

@@ -27,7 +27,7 @@ TOOLING = ("pfcourse_instructor", "nbformat", "nbclient", "jupytext", "sphinx")
 CORE = {"flows", "spectral", "krylov", "symbolic", "landscapes", "stability", "models", "data", "training",
         "_checks"}
 EXPERIMENTS = {"eos", "dal", "central_flow", "one_step", "edge_toy", "dal_sgd"}
-PRESENTATION = {"plots", "widgets", "__main__", "_cache"}
+PRESENTATION = {"plots", "widgets", "__main__", "_cache", "glue"}
 
 
 def modules(package: str) -> dict[str, Path]:

@@ -115,6 +115,9 @@ def test_roles_become_numbers_links_and_citations(ctx):
     assert convert("{cite:p}`cohen2021gradient,goh2017momentum`", ctx) == "(Cohen et al., 2021; Goh, 2017)"
     assert convert("{math}`x^2` and H{sub}`2`O", ctx) == "$x^2$ and H<sub>2</sub>O"
     assert convert("{kbd}`Ctrl`", ctx) == "`Ctrl`"
+    # a glued number (the book's build fills it in): in a notebook, its name; the cell prints it
+    assert convert("is {glue:text}`gap:.1f` points", ctx) == "is `gap` points"
+    assert convert("{glue}`gap` and {glue:text}`08_central_flow.md::ratio:.2g`", ctx) == "`gap` and `ratio`"
 
 
 def test_only_what_the_book_parses_as_a_role_is_converted(ctx):

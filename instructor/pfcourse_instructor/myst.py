@@ -409,7 +409,15 @@ def _role(token, ctx: PageContext) -> str:
         return f"${content}$"
     if role in ("sub", "sup"):
         return f"<{role}>{content}</{role}>"
+    if role.startswith("glue"):                # a number the book's build computed: in a notebook,
+        return f"`{_glue_key(content)}`"       # its name; the cell above prints its value
     return f"`{content}`"
+
+
+def _glue_key(content: str) -> str:
+    """``"08_central_flow.md::gap:.2f"`` -> ``"gap"``: the key of a ``{glue:...}`` role."""
+    key = content.strip().rsplit("::", 1)[-1]
+    return key.split(":", 1)[0]
 
 
 def _split_explicit(content: str) -> tuple[str | None, str]:
