@@ -320,3 +320,30 @@ def test_an_answer_raising_with_the_probes_code_scores_zero_without_quoting_it(g
     for line in probe.splitlines():
         assert len(line.strip()) < grading.HIDDEN_RUN or line.strip() not in row["reason"], (line, row)
     assert all(r["status"] == "passed" for q, r in by["leak.ipynb"].items() if q != "ex-gd-optimal-rate")
+
+
+def test_no_two_threads_parse_a_cell_at_once(monkeypatch):
+    """CPython 3.11 counts the AST builder's recursion in one place for all threads; a CI run of the
+    test above graded ``long-sum.ipynb`` "not-graded (SystemError)" when two --jobs threads parsed at
+    once. Every parse of a cell holds one lock: a parse that waits while another runs proves it."""
+    import ast
+    import threading
+    import time
+
+    from pfcourse_instructor import assignments
+
+    inside, overlaps, real_parse = [0], [], ast.parse
+
+    def slow_parse(source, *args, **kwargs):
+        inside[0] += 1
+        overlaps.append(inside[0])
+        time.sleep(0.01)                      # long enough for the other thread to try to enter
+        inside[0] -= 1
+        return real_parse(source, *args, **kwargs)
+
+    monkeypatch.setattr(ast, "parse", slow_parse)
+    threads = [threading.Thread(target=lambda: [assignments.defined_functions(s) for s in
+                                                ["def f():\n    pass\n", LONG_SUM] * 5]) for _ in range(3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert len(overlaps) == 30 and max(overlaps) == 1, overlaps

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,10 +147,18 @@ class Assignment:
             "generated_by": GENERATED_BY}})
 
 
+# CPython 3.11 keeps the AST builder's recursion count in one place for all threads: two threads
+# parsing at once (the grader's --jobs) can make a parse fail with "SystemError: AST constructor
+# recursion depth mismatch", most often beside one that hits the depth limit (1 + 1 + ... 5,000 terms).
+# Every parse of a submission's cell therefore holds this lock.
+_PARSE_LOCK = threading.Lock()
+
+
 def defined_functions(source: str) -> list[str]:
     """Top-level ``def`` names of a code cell (empty if it does not parse)."""
     try:
-        tree = ast.parse(source)
+        with _PARSE_LOCK:
+            tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):   # e.g. 1 + 1 + ... 5,000 terms
         return []
     return [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
