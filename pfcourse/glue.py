@@ -15,8 +15,26 @@ Examples::
 from __future__ import annotations
 
 import numbers
+import re
 
 import numpy as np
+
+#: A glue role in a page's prose: ``{glue:text}`name:fmt```, or ``{glue:text}`page.md::name:fmt```
+#: for a number glued on another page (``:fmt``, myst-nb's format spec, optional; ``:text`` too).
+ROLE = re.compile(r"\{glue(?::(\w+))?\}`([^`]+)`")
+
+
+def role_parts(content: str) -> tuple[str, str, str]:
+    """The page (``""``: this one), the name and the format of a glue role's content.
+
+    >>> role_parts("08_central_flow.md::gap:.2f")
+    ('08_central_flow.md', 'gap', '.2f')
+    >>> role_parts("sweep_s")
+    ('', 'sweep_s', '')
+    """
+    page, _, rest = content.strip().rpartition("::")
+    name, _, fmt = rest.partition(":")
+    return page, name, fmt
 
 
 def plain(value):

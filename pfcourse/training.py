@@ -25,7 +25,8 @@ In plain Python (one run)::
             record n, lam, u.T @ grad E(theta)
         loss, acc, g = E(theta), accuracy(theta), grad E(theta)
         record loss, acc, |g|, u[:, 0] @ g
-        if n == steps or acc >= goal or loss is not finite or loss > factor * loss_0: stop
+        if n == steps or acc >= goal or loss <= loss_goal or loss is not finite
+                or loss > factor * loss_0: stop
         updates, state = optimizer.update(g, state, theta)
         theta = theta + updates
 
@@ -72,6 +73,8 @@ class TrainConfig:
         num_iter: Lanczos iterations per probe (Hessian-vector products).
         bottom: also record the smallest Ritz value of each probe (same Lanczos run).
         accuracy_goal: stop a run once its accuracy reaches this (``None``: never).
+        loss_goal: stop a run once its loss is at most this (``None``: never); runs stopped
+            there compare settings at matched training loss (chapter 7).
         divergence_factor: stop a run (``diverged``) once its loss exceeds this multiple of the
             initial loss or is not finite.
         record_params: keep :math:`\\theta_n` of every step (memory: ``steps + 1`` copies per run).
@@ -87,6 +90,7 @@ class TrainConfig:
     num_iter: int = 20
     bottom: bool = False
     accuracy_goal: float | None = None
+    loss_goal: float | None = None
     divergence_factor: float = 1e3
     record_params: bool = False
     record_opt_state: bool = False
@@ -100,6 +104,8 @@ class TrainConfig:
                              f"got num_iter = {self.num_iter}.")
         if self.accuracy_goal is not None and not 0 < self.accuracy_goal <= 1:
             raise ValueError(f"accuracy_goal must be in (0, 1], got {self.accuracy_goal!r}.")
+        if self.loss_goal is not None and not (math.isfinite(self.loss_goal) and self.loss_goal > 0):
+            raise ValueError(f"loss_goal must be a positive number, got {self.loss_goal!r}.")
         if not self.divergence_factor > 1:
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor!r}.")
 
@@ -121,7 +127,7 @@ class TrainRecord(NamedTuple):
         bottom_eigenvalue: the smallest Ritz value (``NaN`` unless ``config.bottom``), ``(R, M)``.
         stop_step: the last step of each run, ``(R,)``.
         diverged: whether a run stopped for divergence (its loss at ``stop_step`` is bad), ``(R,)``.
-        goal_reached: whether a run stopped on ``accuracy_goal``, ``(R,)``.
+        goal_reached: whether a run stopped on ``accuracy_goal`` or ``loss_goal``, ``(R,)``.
         params: final parameters, stacked on a leading axis of length ``R``.
         opt_state: final optimiser states, stacked likewise.
         eigenvectors: the last probe's top-k eigenvectors, flat, ``(R, D, k)``.
@@ -210,6 +216,7 @@ def _step_fn(objective, opt, config: TrainConfig, steps, limit, u0):
     ``steps`` is traced (one compilation serves every run length); so is ``n``, shared by all runs
     under ``vmap``, which keeps the ``lax.cond`` on it a real branch: skipped steps cost nothing."""
     goal = jnp.inf if config.accuracy_goal is None else config.accuracy_goal
+    loss_goal = -jnp.inf if config.loss_goal is None else config.loss_goal
     E = lambda p: _loss_and_accuracy(objective, p)[0]  # noqa: E731
     extra = isinstance(opt, optax.GradientTransformationExtraArgs)
 
@@ -219,7 +226,7 @@ def _step_fn(objective, opt, config: TrainConfig, steps, limit, u0):
         gflat = ravel_pytree(g)[0]
         gnorm = jnp.linalg.norm(gflat)
         bad = ~jnp.isfinite(l) | ~jnp.isfinite(gnorm) | (l > limit)
-        stop = done | bad | (acc >= goal) | (n >= steps)
+        stop = done | bad | (acc >= goal) | (l <= loss_goal) | (n >= steps)
         g = jax.tree_util.tree_map(lambda a: jnp.where(stop, jnp.zeros_like(a), a), g)
 
         def move(_):
@@ -452,8 +459,9 @@ class _Loop:
         keep = (step >= 0).any(axis=0)
         stop = np.where(self.stopped_at < 0, self.config.steps, self.stopped_at)
         diverged = steps.bad.any(axis=1)
-        goal = self.config.accuracy_goal
-        reached = ~diverged & (goal is not None) & (steps.accuracy[np.arange(self.R), stop] >= (goal or math.inf))
+        goal, low_goal, at = self.config.accuracy_goal, self.config.loss_goal, np.arange(self.R)
+        reached = ~diverged & ((steps.accuracy[at, stop] >= (goal or math.inf))
+                               | (steps.loss[at, stop] <= (-math.inf if low_goal is None else low_goal)))
         return TrainRecord(
             steps.loss, steps.accuracy, steps.grad_norm, steps.projection, steps.update_projection,
             step[:, keep], lam[:, keep], proj[:, keep], low[:, keep], stop, diverged, reached,

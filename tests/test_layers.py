@@ -5,7 +5,8 @@
   (nbformat, nbclient, jupytext, Sphinx): checked on ``sys.modules`` after importing every module of
   pfcourse in a fresh interpreter, and on the source of every module (imports inside functions too).
 * Inside pfcourse, the core (flows, spectral, krylov, symbolic, landscapes, stability, models, data,
-  training) imports no experiment (eos, dal, dal_sgd, central_flow, one_step, edge_toy) and no
+  training) imports no experiment (eos, dal, dal_sgd, dal_matched, central_flow, one_step, pf_run,
+  edge_toy) and no
   presentation (plots, widgets, the CLI), and the experiments import no presentation.
 * Neither package has an import cycle between its modules (a package's ``__init__`` re-exporting
   its submodules is not one).
@@ -26,7 +27,7 @@ PACKAGES = {"pfcourse": ROOT / "pfcourse", "pfcourse_instructor": ROOT / "instru
 TOOLING = ("pfcourse_instructor", "nbformat", "nbclient", "jupytext", "sphinx")
 CORE = {"flows", "spectral", "krylov", "symbolic", "landscapes", "stability", "models", "data", "training",
         "_checks"}
-EXPERIMENTS = {"eos", "dal", "central_flow", "one_step", "edge_toy", "dal_sgd"}
+EXPERIMENTS = {"eos", "dal", "central_flow", "one_step", "edge_toy", "dal_sgd", "dal_matched", "pf_run"}
 PRESENTATION = {"plots", "widgets", "__main__", "_cache", "glue"}
 
 

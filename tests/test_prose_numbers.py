@@ -35,6 +35,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "instructor"))
+from pfcourse.glue import ROLE, role_parts  # noqa: E402
 from pfcourse_instructor import myst  # noqa: E402
 
 PAGES = sorted((ROOT / "book").glob("*.md"))
@@ -163,10 +164,10 @@ def test_every_glued_name_in_the_prose_is_glued_by_a_cell_of_its_page():
     calls = {path.stem: set(re.findall(r"""glue\(\s*["'](\w+)["']""", path.read_text())) for path in PAGES}
     missing = []
     for path in PAGES:
-        for role in re.finditer(r"\{glue(?::\w+)?\}`([^`]+)`", path.read_text()):
-            page, _, key = role.group(1).rpartition("::")
+        for role in ROLE.finditer(path.read_text()):
+            page, key, _ = role_parts(role.group(2))
             page = Path(page).stem if page else path.stem
-            if myst._glue_key(role.group(1)) not in calls.get(page, set()):
+            if key not in calls.get(page, set()):
                 missing.append(f"{path.name}: {role.group(0)}")
     assert not missing, "glued in the prose, never glued by a cell:\n" + "\n".join(missing)
 

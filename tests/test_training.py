@@ -207,3 +207,28 @@ def test_bad_settings():
                        training.TrainConfig(steps=2), hyperparams=jnp.array([0.1, 0.2]), batched=True)
     with pytest.raises(TypeError, match="TrainConfig"):
         training.train(objective, params, optax.sgd(0.1), dict(steps=2))
+
+
+def test_loss_goal_stops_each_run_at_the_first_step_below_it():
+    """Each run stops at the first n with E(theta_n) <= loss_goal (its own n), and only there;
+    a run that never gets there runs the whole budget and is not marked as having reached it."""
+    objective, params = tiny()
+    E = lambda p: objective(p)[0]  # noqa: E731
+    _, free = manual(objective, params, optax.sgd(0.3), 30)
+    goal = float(free[12])                       # the slow run reaches it at step 12, the fast earlier
+    config = training.TrainConfig(steps=30, eig_every=8, k=1, num_iter=2, loss_goal=goal)
+    rec = training.train(objective, params, optax.sgd, config, hyperparams=jnp.array([0.3, 0.6, 1e-4]))
+    for r in range(2):
+        first = int(np.argmax(rec.loss[r] <= goal))
+        assert rec.stop_step[r] == first and rec.goal_reached[r] and not rec.diverged[r]
+        assert np.all(rec.loss[r, :first] > goal) and np.all(np.isnan(rec.loss[r, first + 1:]))
+        np.testing.assert_allclose(E(jax.tree_util.tree_map(lambda a: a[r], rec.params)), rec.loss[r, first],
+                                   rtol=1e-12)   # the parameters returned are those of the stop step
+    assert rec.stop_step[0] == 12 and rec.stop_step[1] < 12
+    assert rec.stop_step[2] == 30 and not rec.goal_reached[2]   # h = 1e-4 never gets there
+
+
+@pytest.mark.parametrize("goal", [0.0, -1.0, float("nan"), float("inf")])
+def test_a_loss_goal_must_be_a_positive_number(goal):
+    with pytest.raises(ValueError, match="loss_goal must be a positive number"):
+        training.TrainConfig(steps=5, loss_goal=goal)

@@ -16,7 +16,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-ROLE = re.compile(r"\{glue(?::(\w+))?\}`([^`]+)`")
+
+from pfcourse.glue import ROLE, role_parts  # noqa: E402
 
 
 def glued_values(path: Path) -> dict[str, str] | None:
@@ -58,7 +59,7 @@ def render(path: Path) -> int:
     for number, line in enumerate(path.read_text().splitlines(), 1):
         def fill(role):
             nonlocal problems
-            key, _, fmt = role.group(2).rsplit("::", 1)[-1].partition(":")
+            _, key, fmt = role_parts(role.group(2))
             if key not in values:
                 problems += 1
                 return f"<<MISSING {key}>>"

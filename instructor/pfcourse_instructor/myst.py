@@ -416,8 +416,8 @@ def _role(token, ctx: PageContext) -> str:
 
 def _glue_key(content: str) -> str:
     """``"08_central_flow.md::gap:.2f"`` -> ``"gap"``: the key of a ``{glue:...}`` role."""
-    key = content.strip().rsplit("::", 1)[-1]
-    return key.split(":", 1)[0]
+    from pfcourse.glue import role_parts
+    return role_parts(content)[1]
 
 
 def _split_explicit(content: str) -> tuple[str | None, str]:

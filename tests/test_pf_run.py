@@ -1,0 +1,52 @@
+"""Tests for pfcourse.pf_run: the flows followed along a whole run of GD (chapter 5)."""
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from pfcourse import pf_run  # noqa: E402
+
+A = jnp.diag(jnp.array([1.0, 3.0, 5.0]))
+H = 0.3                                    # h * lambda = 0.3, 0.9, 1.5: one direction oscillates
+
+
+def quadratic(theta):
+    return 0.5 * theta["x"] @ A @ theta["x"]
+
+
+@pytest.fixture(scope="module")
+def on_a_quadratic():
+    return pf_run.follow_run(quadratic, {"x": jnp.array([1.0, -1.0, 0.5])}, H, 6, substeps=16, num_iter=3,
+                             sharp_every=3)
+
+
+def test_on_a_quadratic_the_pf_is_gd_at_every_step(on_a_quadratic):
+    """The PF is exact on a quadratic (chapter 3): at t = nh it is GD's iterate, the oscillating
+    direction included (its complex factor (1 - h lambda)^(t/h) is real at whole steps). What is
+    left is RK4's error: the fastest component has rate z = log(1 - 1.5) + i pi (|z| = 3.2 per step),
+    so 16 RK4 steps leave about 16 |z/16|^5 / 120 = 4e-5 of it per step; 5e-5 bounds that (measured
+    8e-6 relative to the path)."""
+    r = on_a_quadratic
+    assert np.nanmax(r.distance["PF"]) < 5e-5 and np.nanmax(r.pf_imag) < 5e-5
+    assert r.distance["NGF"][1] > 0.1                    # gradient flow cannot oscillate
+    np.testing.assert_allclose(r.loss["PF"], r.loss["GD"], rtol=1e-4)
+    assert r.rk4_error["PF"] < 5e-5 and r.krylov_gap < 1e-10
+
+
+def test_shapes_and_the_sharpness_schedule(on_a_quadratic):
+    r = on_a_quadratic
+    assert set(r.loss) == {"GD", "NGF", "IGR", "PF"} and set(r.distance) == {"NGF", "IGR", "PF"}
+    assert all(np.shape(v) == (7,) for v in [*r.loss.values(), *r.distance.values(), r.pf_imag])
+    assert np.isnan(r.distance["PF"][0]) and list(r.sharp_steps) == [0, 3, 6]
+    np.testing.assert_allclose(r.h_sharpness["GD"], H * 5.0, rtol=1e-10)   # the Hessian is A everywhere
+
+
+@pytest.mark.parametrize("kw, match", [(dict(substeps=3), "even"), (dict(steps=0), "steps"),
+                                       (dict(h=-0.1), "h")])
+def test_bad_settings_fail_before_any_work(kw, match):
+    args = dict(E=quadratic, theta0={"x": jnp.ones(3)}, h=H, steps=4) | kw
+    with pytest.raises(ValueError, match=match):
+        pf_run.follow_run(**args)
