@@ -72,9 +72,8 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
 
     ``E`` is the loss of a pytree, analytic (the PF's state is complex); ``num_iter`` and ``tol`` the
     largest Krylov dimension of the PF's field and its error estimate's target
-    (:func:`pfcourse.krylov.principal_flow_krylov`; stopping early also keeps the complex symmetric
-    recurrence away from its breakdowns); ``substeps`` the RK4 steps per GD step, even. A flow whose
-    field fails (the PF's near :math:`h\\lambda_i = 1`) stops there: ``stop_step``, ``stop_reason``.
+    (:func:`pfcourse.krylov.principal_flow_krylov`); ``substeps`` the RK4 steps per GD step, even. A flow whose
+    field fails (the PF's near :math:`h\lambda_i = 1`) stops there: ``stop_step``, ``stop_reason``.
     Book: none yet (see the module's docstring).
     """
     check_learning_rate(h)
