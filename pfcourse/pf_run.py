@@ -11,7 +11,8 @@ iterate :math:`\|\operatorname{Re}\theta(nh) - \theta_n\|` relative to the dista
 travelled :math:`\|\theta_n - \theta_0\|`, and the PF's imaginary part; the sharpness
 :math:`\lambda_0` (Lanczos) of GD's iterate and of the PF's real state at a few steps.
 
-Book: not in a chapter yet; chapter 5, §The PF on a real network, compares the flows over one step.
+Book: appendix A, the PF along a training run (chapter 5, §The PF on a real network, compares the
+flows over one step).
 """
 from __future__ import annotations
 
@@ -45,8 +46,11 @@ class FollowedRun(NamedTuple):
         stop_step: ``{"NGF", "IGR", "PF"}`` -> the last step reached (``steps`` unless the field
             failed; later entries are ``NaN``).
         stop_reason: why each flow stopped there (the field's error message), ``""`` if it did not.
-        singular_distance: :math:`\\min_i |1 - h\\theta_i|` over the Ritz values :math:`\\theta_i` at the
-            PF's last state: how close an eigenvalue is to the PF's singular point :math:`h\\lambda = 1`.
+        singular_distance: at each step, :math:`\\min_i |1 - h\\theta_i|` over the Ritz values
+            :math:`\\theta_i` (``num_iter`` Lanczos steps) at the PF's state: how close an eigenvalue
+            of its complex Hessian is to the field's singular point :math:`h\\lambda = 1`
+            (``NaN`` past ``stop_step``).
+        nearest_ritz: at each step, the value :math:`h\\theta_i` nearest to 1 (complex).
     """
 
     loss: dict
@@ -58,7 +62,8 @@ class FollowedRun(NamedTuple):
     krylov_gap: float
     stop_step: dict
     stop_reason: dict
-    singular_distance: float
+    singular_distance: np.ndarray
+    nearest_ritz: np.ndarray
 
 
 def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, num_iter: int = 60,
@@ -74,7 +79,7 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
     largest Krylov dimension of the PF's field and its error estimate's target
     (:func:`pfcourse.krylov.principal_flow_krylov`); ``substeps`` the RK4 steps per GD step, even. A flow whose
     field fails (the PF's near :math:`h\lambda_i = 1`) stops there: ``stop_step``, ``stop_reason``.
-    Book: none yet (see the module's docstring).
+    Book: appendix A, §Twenty steps from five starts.
     """
     check_learning_rate(h)
     check_int(steps, "steps")
@@ -82,12 +87,10 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
     check_int(substeps, "substeps", minimum=2, hint="It is the number of RK4 steps per GD step.")
     if substeps % 2:
         raise ValueError(f"substeps must be even (the RK4 error is estimated from substeps // 2), got {substeps}.")
-    x0, unravel = ravel_pytree(theta0)
-    E_flat = lambda x: E(unravel(x))  # noqa: E731
+    x0 = ravel_pytree(theta0)[0]
+    E_flat, fields, top, ritz_values = _problem(E, theta0, h, num_iter, tol)
     gd = np.asarray(flows.gradient_descent(E_flat, x0, h, steps))
-    pf = krylov.principal_flow_krylov(E_flat, h, num_iter=num_iter, tol=tol)
-    fields = {"NGF": (flows.gradient_flow(E_flat), x0), "IGR": (flows.igr_flow(E_flat, h), x0),
-              "PF": (pf, x0.astype(complex))}
+    fields = {name: (field, x0.astype(complex) if name == "PF" else x0) for name, field in fields.items()}
     travelled = np.linalg.norm(gd - gd[0], axis=1)
     scale = np.where(travelled > 0, travelled, np.nan)
     loss = {"GD": np.asarray(jax.vmap(E_flat)(gd))}
@@ -101,31 +104,70 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
         gap = np.linalg.norm(fine - _pad(coarse, steps + 1), axis=1) / 15 / scale
         rk4_error[name] = float(np.nanmax(gap)) if np.isfinite(gap).any() else math.nan
     sharp_steps = np.arange(0, steps + 1, sharp_every)
-    top = jax.jit(jax.vmap(lambda x: spectral.top_hessian_eigenpairs(E_flat, x, k=1,
-                                                                     num_iter=min(40, x.size))[0][0]))
     pf_real = np.nan_to_num(states["PF"][sharp_steps].real)
     h_sharp = {"GD": h * np.asarray(top(jnp.asarray(gd[sharp_steps]))),
                "PF": np.where(sharp_steps <= stops["PF"][0], h * np.asarray(top(jnp.asarray(pf_real))), np.nan)}
     pf_imag = np.linalg.norm(states["PF"].imag, axis=1) / scale
-    gap, singular = _field_checks(E_flat, h, jnp.asarray(states["PF"][stops["PF"][0]]), num_iter)
+    last = stops["PF"][0]
+    ritz = np.full(steps + 1, np.nan, complex)
+    for n in range(last + 1):
+        ritz[n] = _nearest_to_one(ritz_values, jnp.asarray(states["PF"][n]))
+    gap = _krylov_gap(E_flat, h, jnp.asarray(states["PF"][last]), num_iter)
     return FollowedRun(loss, distance, pf_imag, rk4_error, sharp_steps, h_sharp, gap,
-                       {k: v[0] for k, v in stops.items()}, {k: v[1] for k, v in stops.items()}, singular)
+                       {k: v[0] for k, v in stops.items()}, {k: v[1] for k, v in stops.items()},
+                       np.abs(1 - ritz), ritz)
 
 
-def _field_checks(E_flat: Callable, h: float, x: jax.Array, num_iter: int) -> tuple[float, float]:
-    """At the PF's last state ``x``: the field at ``num_iter`` Krylov steps against ``2 num_iter``
-    (relative), and the smallest :math:`|1 - h\\theta_i|` over the Ritz values; ``NaN`` where the
-    recurrence fails there."""
+_PROBLEMS: dict = {}
+
+
+def _problem(E: Callable, theta0, h: float, num_iter: int, tol: float | None) -> tuple:
+    """``(E_flat, fields, top, ritz_values)`` for :func:`follow_run`: the loss of the flat parameters,
+    the three flows' fields, the jitted sharpness and Ritz values. Kept for the last ``E`` (by
+    identity: it need not be hashable), parameter structure and setting, so that runs from other
+    starts reuse the same objects and their compilations (appendix A's five starts: one)."""
+    flat = ravel_pytree(theta0)
+    key = (id(E), jax.tree_util.tree_structure(theta0), flat[0].shape, str(flat[0].dtype), h, num_iter, tol)
+    if key not in _PROBLEMS:
+        unravel = flat[1]
+        E_flat = lambda x: E(unravel(x))  # noqa: E731
+        fields = {"NGF": flows.gradient_flow(E_flat), "IGR": flows.igr_flow(E_flat, h),
+                  "PF": krylov.principal_flow_krylov(E_flat, h, num_iter=num_iter, tol=tol)}
+        top = jax.jit(jax.vmap(lambda x: spectral.top_hessian_eigenpairs(E_flat, x, k=1,
+                                                                         num_iter=min(40, x.size))[0][0]))
+        ritz_values = eqx.filter_jit(lambda x: _ritz_values(E_flat, h, x, num_iter))   # its errors stay Equinox's
+        _PROBLEMS.clear()                   # one problem at a time: no memory kept for old ones
+        _PROBLEMS[key] = E, (E_flat, fields, top, ritz_values)     # E kept: its id stays its own
+    return _PROBLEMS[key][1]
+
+
+def _ritz_values(E_flat: Callable, h: float, x: jax.Array, num_iter: int) -> jax.Array:
+    """:math:`h\\theta_i` for the Ritz values :math:`\\theta_i` of ``num_iter`` Lanczos steps on the
+    Hessian at ``x`` and the gradient there (the Krylov space of the PF's field)."""
+    _, info = krylov.hessian_function_times(E_flat, x, jax.grad(E_flat, holomorphic=True)(x),
+                                            lambda lam: flows.pf_coefficient(h * lam),
+                                            min(num_iter, x.size), tol=None, return_info=True)
+    return h * info.ritz_values
+
+
+def _nearest_to_one(ritz_values: Callable, x: jax.Array) -> complex:
+    """Of ``ritz_values(x)``, the value nearest to 1; ``NaN`` where the recurrence fails."""
     try:
-        f = [krylov.principal_flow_krylov(E_flat, h, num_iter=min(k, x.size), tol=None)(x)
-             for k in (num_iter, 2 * num_iter)]
-        _, info = krylov.hessian_function_times(E_flat, x, jax.grad(E_flat, holomorphic=True)(x),
-                                                lambda lam: flows.pf_coefficient(h * lam), num_iter, tol=None,
-                                                return_info=True)
+        scaled = np.asarray(ritz_values(x))
     except eqx.EquinoxRuntimeError:
-        return math.nan, math.nan
-    return (float(jnp.linalg.norm(f[0] - f[1]) / jnp.linalg.norm(f[1])),
-            float(jnp.min(jnp.abs(1 - h * info.ritz_values))))
+        return complex(math.nan)
+    return complex(scaled[np.argmin(np.abs(1 - scaled))])
+
+
+def _krylov_gap(E_flat: Callable, h: float, x: jax.Array, num_iter: int) -> float:
+    """The PF's field at ``x`` with ``num_iter`` Krylov steps against ``2 num_iter`` (relative);
+    ``NaN`` where the recurrence fails there."""
+    try:
+        f = [eqx.filter_jit(krylov.principal_flow_krylov(E_flat, h, num_iter=min(k, x.size), tol=None))(x)
+             for k in (num_iter, 2 * num_iter)]
+    except eqx.EquinoxRuntimeError:
+        return math.nan
+    return float(jnp.linalg.norm(f[0] - f[1]) / jnp.linalg.norm(f[1]))
 
 
 def _follow(field, start, h: float, steps: int, substeps: int) -> tuple[np.ndarray, tuple[int, str]]:
@@ -152,3 +194,20 @@ def _pad(states: np.ndarray, length: int) -> np.ndarray:
     """``states`` with ``NaN`` rows appended up to ``length``."""
     fill = np.full((length - len(states),) + states.shape[1:], np.nan, states.dtype)
     return np.concatenate([states, fill])
+
+
+def departure_step(run: FollowedRun) -> int | None:
+    """The first step :math:`n \\ge 1` at which the PF is farther from GD's iterate than gradient flow
+    is (or has stopped): where it stops being the better model of the run. ``None`` if it never does.
+    Book: appendix A, §Where it stops tracking."""
+    pf, ngf = run.distance["PF"][1:], run.distance["NGF"][1:]
+    worse = ~(pf <= ngf)                   # NaN (the PF stopped) counts as worse
+    return int(np.argmax(worse)) + 1 if worse.any() else None
+
+
+def closest_approach(run: FollowedRun) -> float:
+    """:math:`\\min_n |1 - h\\theta(n)|` over the steps before the PF's departure
+    (:func:`departure_step`; all steps if it never leaves): how near an eigenvalue of the Hessian
+    along its path came to the field's branch point :math:`h\\lambda = 1`. Book: as above."""
+    stop = departure_step(run)
+    return float(np.nanmin(run.singular_distance[:stop]))

@@ -86,7 +86,17 @@ KINDS = {"test_coursework.py": "grading", "test_grader_*.py": "grading", "test_g
          "test_edge_toy.py::test_the_log_cosh_pf_sits_on_the_pole_at_each_arithmetic_s_floor": "slow",
          "test_widgets.py::test_explorer_widget_callbacks": "slow",
          "test_beyond_quadratics.py::test_side_policy_eigenvalue_paths": "slow",
-         "test_benchmarks.py::test_a_copied_cache_hits": "slow"}
+         "test_benchmarks.py::test_a_copied_cache_hits": "slow",
+         # the next slowest of the quick set (a cold `-m` run of it, 2026-12-07, afternoon: 17-28 s each,
+         # with setup), which kept the quick loop at 4 min 42 s on a fresh clone
+         "test_dal_matched.py::test_every_run_stops_at_the_goal_and_reads_its_accuracy_there": "slow",
+         "test_pf_run.py::test_on_a_quadratic_the_pf_is_gd_at_every_step": "slow",
+         "test_pf_run.py::test_shapes_and_the_sharpness_schedule": "slow",
+         "test_pf_run.py::test_the_ritz_value_nearest_the_branch_point_is_read_at_every_step": "slow",
+         "test_krylov.py::test_tolerance_stops_early_and_its_estimate_bounds_the_error": "slow",
+         "test_krylov.py::test_holomorphic_hessian_vector_products_at_a_complex_point": "slow",
+         "test_eos.py::test_sharpness_settles_at_two_over_h_on_digits": "slow",
+         "test_cli.py::test_compile_cache_is_written_where_asked_and_settings_restored": "slow"}
 
 
 def pytest_configure(config):

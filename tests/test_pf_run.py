@@ -3,6 +3,7 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -42,6 +43,16 @@ def test_shapes_and_the_sharpness_schedule(on_a_quadratic):
     assert all(np.shape(v) == (7,) for v in [*r.loss.values(), *r.distance.values(), r.pf_imag])
     assert np.isnan(r.distance["PF"][0]) and list(r.sharp_steps) == [0, 3, 6]
     np.testing.assert_allclose(r.h_sharpness["GD"], H * 5.0, rtol=1e-10)   # the Hessian is A everywhere
+    assert r.singular_distance.shape == r.nearest_ritz.shape == (7,)
+
+
+def test_the_ritz_value_nearest_the_branch_point_is_read_at_every_step(on_a_quadratic):
+    """On the quadratic the Hessian is A at every state, real or complex, so the Ritz values of 3
+    Lanczos steps are h lambda = 0.3, 0.9, 1.5 exactly (to rounding, 1e-12): the one nearest 1 is 0.9
+    at each of the 7 steps, at distance 0.1."""
+    r = on_a_quadratic
+    np.testing.assert_allclose(r.nearest_ritz, 0.9, atol=1e-12)
+    np.testing.assert_allclose(r.singular_distance, 0.1, atol=1e-12)
 
 
 @pytest.mark.parametrize("kw, match", [(dict(substeps=3), "even"), (dict(steps=0), "steps"),
@@ -50,3 +61,14 @@ def test_bad_settings_fail_before_any_work(kw, match):
     args = dict(E=quadratic, theta0={"x": jnp.ones(3)}, h=H, steps=4) | kw
     with pytest.raises(ValueError, match=match):
         pf_run.follow_run(**args)
+
+
+def test_a_failed_recurrence_reads_as_nan_not_an_error():
+    """Past a jump the PF's state can be anywhere, and Lanczos can break down there (seen under the
+    SSE4.2 backend on appendix A's run): the checks at such a state read NaN. Under ``jax.jit`` the
+    field's error would surface as a JaxRuntimeError that ``except EquinoxRuntimeError`` misses."""
+    flat = lambda x: quadratic({"x": x})  # noqa: E731
+    bad = jnp.array([jnp.nan, 1.0, 0.0])
+    assert np.isnan(pf_run._krylov_gap(flat, H, bad, 3))
+    ritz_values = eqx.filter_jit(lambda x: eqx.error_if(x, x[0] > 0, "the recurrence broke down"))
+    assert np.isnan(pf_run._nearest_to_one(ritz_values, jnp.ones(3)))
