@@ -72,3 +72,19 @@ def test_a_failed_recurrence_reads_as_nan_not_an_error():
     assert np.isnan(pf_run._krylov_gap(flat, H, bad, 3))
     ritz_values = eqx.filter_jit(lambda x: eqx.error_if(x, x[0] > 0, "the recurrence broke down"))
     assert np.isnan(pf_run._nearest_to_one(ritz_values, jnp.ones(3)))
+
+
+def test_departure_and_closest_approach(on_a_quadratic):
+    """On the quadratic the PF is GD (distance 8e-6 against gradient flow's 0.1 and more), so it never
+    leaves, and its nearest Ritz value is 0.9 throughout; a run whose PF is farther than gradient flow
+    from step 2 on, or stops there (NaN), leaves at step 2, and only the steps before count."""
+    r = on_a_quadratic
+    assert pf_run.departure_step(r) is None
+    assert pf_run.closest_approach(r) == pytest.approx(0.1, abs=1e-12)
+    for late in (1.0, np.nan):
+        pf = r.distance["PF"].copy()
+        pf[2:] = late
+        left = r._replace(distance={**r.distance, "PF": pf},
+                          singular_distance=np.array([0.5, 0.2, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6]))
+        assert pf_run.departure_step(left) == 2
+        assert pf_run.closest_approach(left) == pytest.approx(0.2)
