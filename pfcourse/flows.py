@@ -253,7 +253,7 @@ def log_one_minus(x: jax.Array, branch: Branch = "side") -> jax.Array:
 
     * ``"side"`` (default): :math:`\log w` where :math:`\operatorname{Re} w \ge 0`, and
       :math:`\log(-w) + i\pi` where :math:`\operatorname{Re} w < 0`. This is the branch of
-      :math:`\log` with :math:`\arg w \in (-\pi/2, 3\pi/2]`: its cut is the negative imaginary axis,
+      :math:`\log` with :math:`\arg w \in [-\pi/2, 3\pi/2)`: its cut is the negative imaginary axis,
       so it is continuous across the whole real axis (except at 0) and equals the principal branch
       on it. States that start real stay near it, so the eigenvalues never jump branch.
     * ``"principal"``: :math:`\arg w \in (-\pi, \pi]`, cut on the negative real axis, which is
@@ -648,9 +648,12 @@ def _third_derivative_term(grad: Callable, theta: jax.Array, g: jax.Array) -> ja
 
 
 class PFCorrectedFlow(VectorField):
-    r"""The field of :func:`pf_corrected_flow`: a :class:`PrincipalFlow` plus the :math:`h^2` correction."""
+    r"""The field of :func:`pf_corrected_flow`: a principal flow plus the :math:`h^2` correction.
 
-    principal: PrincipalFlow
+    ``principal`` is a :class:`PrincipalFlow` or any PF field with the same ``loss`` and ``h``
+    (e.g. :class:`pfcourse.krylov.PrincipalFlowKrylov`, as appendix A uses it)."""
+
+    principal: VectorField
 
     def __call__(self, theta: PyTree) -> PyTree:
         theta = _finite_state(theta, "pf_corrected_flow")  # checked before the PF's own check runs

@@ -143,6 +143,33 @@ def mlp(params: Sequence[dict], x: jax.Array, activation="tanh") -> jax.Array:
     return z
 
 
+def tanh_pole_distance(params: Sequence[dict], x: jax.Array) -> jax.Array:
+    r"""How near a tanh MLP at complex parameters comes to a pole of its activation: the smallest
+    distance, over the examples ``x`` and every hidden unit, from a pre-activation :math:`z` to the
+    nearest pole of :math:`\tanh`,
+
+    .. math:: \min_{k \in \mathbb{Z}} \bigl|z - i\pi\bigl(k + \tfrac12\bigr)\bigr| .
+
+    A real network is at least :math:`\pi/2` away; along the principal flow's complex path the loss and
+    its Hessian blow up as this goes to 0 (chapter 8's toy meets the same pole).
+
+    >>> import jax.numpy as jnp
+    >>> layer = {"w": jnp.array([[1j]]), "b": jnp.array([0.0])}
+    >>> round(float(tanh_pole_distance([layer, layer], jnp.array([[1.5]]))), 4)
+    0.0708
+
+    Book: appendix A, §Where it stops tracking.
+    """
+    z = jnp.asarray(x).astype(jnp.result_type(params[0]["w"], complex))
+    nearest = jnp.inf
+    for layer in params[:-1]:
+        z = z @ layer["w"] + layer.get("b", 0.0)
+        pole = 1j * jnp.pi * (jnp.round(z.imag / jnp.pi - 0.5) + 0.5)
+        nearest = jnp.minimum(nearest, jnp.min(jnp.abs(z - pole)))
+        z = jnp.tanh(z)
+    return nearest
+
+
 @dataclasses.dataclass(frozen=True)
 class MLPApply:
     """``apply(params, x) = mlp(params, x, activation)``: the network as data, equal by its activation.

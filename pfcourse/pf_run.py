@@ -33,11 +33,12 @@ class FollowedRun(NamedTuple):
     """What :func:`follow_run` returns; per-step arrays have length ``steps + 1``.
 
     Attributes:
-        loss: ``{"GD", "NGF", "IGR", "PF"}`` -> the loss at each step (the PF's at its real part).
-        distance: ``{"NGF", "IGR", "PF"}`` -> distance to GD's iterate over GD's distance travelled
-            (``NaN`` at step 0).
+        loss: ``{"GD", "NGF", "IGR", "PF"}`` (and ``"PF+c"``, see :func:`follow_run`) -> the loss at
+            each step (the PF's at its real part).
+        distance: ``{"NGF", "IGR", "PF"}`` (and ``"PF+c"``) -> distance to GD's iterate over GD's
+            distance travelled (``NaN`` at step 0).
         pf_imag: :math:`\\|\\operatorname{Im}\\theta_{PF}(nh)\\|` over GD's distance travelled.
-        rk4_error: ``{"NGF", "IGR", "PF"}`` -> the largest Richardson estimate of the RK4 error
+        rk4_error: ``{"NGF", "IGR", "PF"}`` (and ``"PF+c"``) -> the largest Richardson estimate of the RK4 error
             over the run, relative to GD's distance travelled at that step.
         sharp_steps: the steps where the sharpness was measured.
         h_sharpness: ``{"GD", "PF"}`` -> :math:`h\\lambda_0` there.
@@ -51,6 +52,7 @@ class FollowedRun(NamedTuple):
             of its complex Hessian is to the field's singular point :math:`h\\lambda = 1`
             (``NaN`` past ``stop_step``).
         nearest_ritz: at each step, the value :math:`h\\theta_i` nearest to 1 (complex).
+        states: each flow's (flat) state at each step, complex for the PF, ``NaN`` past ``stop_step``.
     """
 
     loss: dict
@@ -64,10 +66,11 @@ class FollowedRun(NamedTuple):
     stop_reason: dict
     singular_distance: np.ndarray
     nearest_ritz: np.ndarray
+    states: dict
 
 
 def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, num_iter: int = 60,
-               tol: float | None = 1e-5, sharp_every: int = 10) -> FollowedRun:
+               tol: float | None = 1e-5, sharp_every: int = 10, corrected: bool = False) -> FollowedRun:
     r"""GD, gradient flow, IGR and the Krylov PF, all from ``theta0``, compared over ``steps`` GD steps:
 
     .. math:: \theta_{n+1} = \theta_n - h\nabla E(\theta_n) \quad\text{against}\quad \theta(nh),
@@ -79,7 +82,10 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
     largest Krylov dimension of the PF's field and its error estimate's target
     (:func:`pfcourse.krylov.principal_flow_krylov`); ``substeps`` the RK4 steps per GD step, even. A flow whose
     field fails (the PF's near :math:`h\lambda_i = 1`) stops there: ``stop_step``, ``stop_reason``.
-    Book: appendix A, §Twenty steps from five starts.
+    ``corrected`` adds ``"PF+c"``, the PF plus the first non-principal term of backward error analysis,
+    :math:`-\tfrac{h^2}{12}\nabla^3E[\nabla E, \nabla E]` (:func:`pfcourse.flows.pf_corrected_flow`,
+    here on the Krylov PF; it costs about as much as the PF).
+    Book: appendix A, §Twenty steps from five starts and §The first correction.
     """
     check_learning_rate(h)
     check_int(steps, "steps")
@@ -90,7 +96,9 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
     x0 = ravel_pytree(theta0)[0]
     E_flat, fields, top, ritz_values = _problem(E, theta0, h, num_iter, tol)
     gd = np.asarray(flows.gradient_descent(E_flat, x0, h, steps))
-    fields = {name: (field, x0.astype(complex) if name == "PF" else x0) for name, field in fields.items()}
+    if corrected:
+        fields = {**fields, "PF+c": flows.PFCorrectedFlow(fields["PF"])}
+    fields = {name: (field, x0.astype(complex) if name.startswith("PF") else x0) for name, field in fields.items()}
     travelled = np.linalg.norm(gd - gd[0], axis=1)
     scale = np.where(travelled > 0, travelled, np.nan)
     loss = {"GD": np.asarray(jax.vmap(E_flat)(gd))}
@@ -115,7 +123,7 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
     gap = _krylov_gap(E_flat, h, jnp.asarray(states["PF"][last]), num_iter)
     return FollowedRun(loss, distance, pf_imag, rk4_error, sharp_steps, h_sharp, gap,
                        {k: v[0] for k, v in stops.items()}, {k: v[1] for k, v in stops.items()},
-                       np.abs(1 - ritz), ritz)
+                       np.abs(1 - ritz), ritz, states)
 
 
 _PROBLEMS: dict = {}
@@ -196,11 +204,11 @@ def _pad(states: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([states, fill])
 
 
-def departure_step(run: FollowedRun) -> int | None:
-    """The first step :math:`n \\ge 1` at which the PF is farther from GD's iterate than gradient flow
-    is (or has stopped): where it stops being the better model of the run. ``None`` if it never does.
-    Book: appendix A, §Where it stops tracking."""
-    pf, ngf = run.distance["PF"][1:], run.distance["NGF"][1:]
+def departure_step(run: FollowedRun, flow: str = "PF") -> int | None:
+    """The first step :math:`n \\ge 1` at which ``flow`` (the PF, or ``"PF+c"``) is farther from GD's
+    iterate than gradient flow is (or has stopped): where it stops being the better model of the run.
+    ``None`` if it never does. Book: appendix A, §Where it stops tracking."""
+    pf, ngf = run.distance[flow][1:], run.distance["NGF"][1:]
     worse = ~(pf <= ngf)                   # NaN (the PF stopped) counts as worse
     return int(np.argmax(worse)) + 1 if worse.any() else None
 

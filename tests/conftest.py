@@ -94,6 +94,7 @@ KINDS = {"test_coursework.py": "grading", "test_grader_*.py": "grading", "test_g
          "test_pf_run.py::test_shapes_and_the_sharpness_schedule": "slow",
          "test_pf_run.py::test_the_ritz_value_nearest_the_branch_point_is_read_at_every_step": "slow",
          "test_pf_run.py::test_departure_and_closest_approach": "slow",
+         "test_pf_run.py::test_the_corrected_pf_is_the_pf_on_a_quadratic_and_differs_off_it": "slow",
          "test_krylov.py::test_tolerance_stops_early_and_its_estimate_bounds_the_error": "slow",
          "test_krylov.py::test_holomorphic_hessian_vector_products_at_a_complex_point": "slow",
          "test_eos.py::test_sharpness_settles_at_two_over_h_on_digits": "slow",

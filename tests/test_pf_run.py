@@ -44,6 +44,9 @@ def test_shapes_and_the_sharpness_schedule(on_a_quadratic):
     assert np.isnan(r.distance["PF"][0]) and list(r.sharp_steps) == [0, 3, 6]
     np.testing.assert_allclose(r.h_sharpness["GD"], H * 5.0, rtol=1e-10)   # the Hessian is A everywhere
     assert r.singular_distance.shape == r.nearest_ritz.shape == (7,)
+    assert set(r.states) == {"NGF", "IGR", "PF"} and all(v.shape == (7, 3) for v in r.states.values())
+    assert np.iscomplexobj(r.states["PF"]) and not np.iscomplexobj(r.states["NGF"])
+    np.testing.assert_allclose(r.states["PF"][0], [1.0, -1.0, 0.5])       # the start, complexified
 
 
 def test_the_ritz_value_nearest_the_branch_point_is_read_at_every_step(on_a_quadratic):
@@ -88,3 +91,39 @@ def test_departure_and_closest_approach(on_a_quadratic):
                           singular_distance=np.array([0.5, 0.2, 1e-6, 1e-6, 1e-6, 1e-6, 1e-6]))
         assert pf_run.departure_step(left) == 2
         assert pf_run.closest_approach(left) == pytest.approx(0.2)
+
+
+def test_tanh_pole_distance_real_and_complex_networks():
+    """A real network's pre-activations are at least pi/2 from tanh's poles i pi (k + 1/2); moving one
+    hidden unit's bias to 1.5i + 0.1 puts it sqrt(0.01 + (pi/2 - 1.5)^2) from i pi/2 (every example's
+    pre-activation of that unit is its bias when the inputs are zero). The output layer has no tanh,
+    so an imaginary part there changes nothing."""
+    from pfcourse import models
+    params = models.init_mlp(jax.random.key(0), [3, 4, 2], "tanh")
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)))
+    assert float(models.tanh_pole_distance(params, x)) >= np.pi / 2 - 1e-12
+    zero = jnp.zeros((5, 3))
+    hidden = {**params[0], "b": params[0]["b"].astype(complex).at[2].set(0.1 + 1.5j)}
+    out = {**params[1], "b": params[1]["b"] + 1.5j}
+    got = float(models.tanh_pole_distance([hidden, out], zero))
+    assert got == pytest.approx(np.hypot(0.1, np.pi / 2 - 1.5), rel=1e-12)
+    hidden = {**params[0], "b": params[0]["b"].astype(complex).at[2].set(-3.1j)}   # nearest: -i pi/2
+    assert float(models.tanh_pole_distance([hidden, out], zero)) == pytest.approx(3.1 - np.pi / 2, rel=1e-12)
+
+
+def test_the_corrected_pf_is_the_pf_on_a_quadratic_and_differs_off_it():
+    """The first non-principal term holds the third derivative, zero on a quadratic: there "PF+c"
+    follows the same states as the PF (up to rounding: both are integrated with the same steps).
+    On a quartic the term is not zero and the two part."""
+    start = {"x": jnp.array([1.0, -1.0, 0.5])}
+    r = pf_run.follow_run(quadratic, start, H, 3, substeps=4, num_iter=3, corrected=True)
+    assert set(r.distance) == {"NGF", "IGR", "PF", "PF+c"} and "PF+c" in r.rk4_error
+    np.testing.assert_allclose(r.states["PF+c"], r.states["PF"], rtol=0, atol=1e-12)
+    assert pf_run.departure_step(r, "PF+c") == pf_run.departure_step(r)
+
+    def quartic(theta):
+        return quadratic(theta) + 0.25 * jnp.sum(theta["x"] ** 4)
+
+    r = pf_run.follow_run(quartic, start, 0.1, 3, substeps=4, num_iter=3, corrected=True)
+    gap = np.abs(r.states["PF+c"][1:] - r.states["PF"][1:]).max()
+    assert gap > 1e-6 and r.stop_reason["PF+c"] == ""
