@@ -158,7 +158,7 @@ def tanh_pole_distance(params: Sequence[dict], x: jax.Array) -> jax.Array:
     >>> round(float(tanh_pole_distance([layer, layer], jnp.array([[1.5]]))), 4)
     0.0708
 
-    Book: appendix A, §Where it stops tracking.
+    Book: appendix A, §A pole of tanh.
     """
     z = jnp.asarray(x).astype(jnp.result_type(params[0]["w"], complex))
     nearest = jnp.inf

@@ -53,6 +53,7 @@ class FollowedRun(NamedTuple):
             (``NaN`` past ``stop_step``).
         nearest_ritz: at each step, the value :math:`h\\theta_i` nearest to 1 (complex).
         states: each flow's (flat) state at each step, complex for the PF, ``NaN`` past ``stop_step``.
+        rk4_steps: each flow's Richardson estimate at each step (``rk4_error`` is its largest).
     """
 
     loss: dict
@@ -67,6 +68,7 @@ class FollowedRun(NamedTuple):
     singular_distance: np.ndarray
     nearest_ritz: np.ndarray
     states: dict
+    rk4_steps: dict
 
 
 def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, num_iter: int = 60,
@@ -102,7 +104,7 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
     travelled = np.linalg.norm(gd - gd[0], axis=1)
     scale = np.where(travelled > 0, travelled, np.nan)
     loss = {"GD": np.asarray(jax.vmap(E_flat)(gd))}
-    distance, rk4_error, states, stops = {}, {}, {}, {}
+    distance, rk4_error, rk4_steps, states, stops = {}, {}, {}, {}, {}
     for name, (field, start) in fields.items():
         fine, stops[name] = _follow(field, start, h, steps, substeps)
         coarse, _ = _follow(field, start, h, len(fine) - 1, substeps // 2)
@@ -111,6 +113,7 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
         distance[name] = np.linalg.norm(fine.real - gd, axis=1) / scale
         gap = np.linalg.norm(fine - _pad(coarse, steps + 1), axis=1) / 15 / scale
         rk4_error[name] = float(np.nanmax(gap)) if np.isfinite(gap).any() else math.nan
+        rk4_steps[name] = gap
     sharp_steps = np.arange(0, steps + 1, sharp_every)
     pf_real = np.nan_to_num(states["PF"][sharp_steps].real)
     h_sharp = {"GD": h * np.asarray(top(jnp.asarray(gd[sharp_steps]))),
@@ -123,7 +126,7 @@ def follow_run(E: Callable, theta0, h: float, steps: int, *, substeps: int = 8, 
     gap = _krylov_gap(E_flat, h, jnp.asarray(states["PF"][last]), num_iter)
     return FollowedRun(loss, distance, pf_imag, rk4_error, sharp_steps, h_sharp, gap,
                        {k: v[0] for k, v in stops.items()}, {k: v[1] for k, v in stops.items()},
-                       np.abs(1 - ritz), ritz, states)
+                       np.abs(1 - ritz), ritz, states, rk4_steps)
 
 
 _PROBLEMS: dict = {}

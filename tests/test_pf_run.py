@@ -46,6 +46,8 @@ def test_shapes_and_the_sharpness_schedule(on_a_quadratic):
     assert r.singular_distance.shape == r.nearest_ritz.shape == (7,)
     assert set(r.states) == {"NGF", "IGR", "PF"} and all(v.shape == (7, 3) for v in r.states.values())
     assert np.iscomplexobj(r.states["PF"]) and not np.iscomplexobj(r.states["NGF"])
+    assert all(np.shape(v) == (7,) for v in r.rk4_steps.values())
+    assert r.rk4_error["PF"] == np.nanmax(r.rk4_steps["PF"])
     np.testing.assert_allclose(r.states["PF"][0], [1.0, -1.0, 0.5])       # the start, complexified
 
 
