@@ -415,7 +415,7 @@ def central_flow_step(E: Loss, theta: PyTree, state: CentralFlowState, h, *, sub
     ``eq-central-flow``), refreshing :math:`u_0` by warm-started Lanczos at the start of each.
     ``method="rk4"``: :func:`pfcourse.flows.rk4_step`, then a Newton step back onto :math:`S = 2/h`
     if it overshoots; ``"euler"``: the projected Euler step. Compiled once per loss, shapes,
-    ``num_iter`` and ``method`` (``h`` and ``substeps`` are data). In plain Python (Euler)::
+    ``num_iter`` and ``method`` (``h`` and ``substeps`` are data). In outline (pseudocode, Euler)::
 
         for _ in range(substeps):
             S, u = lanczos(H(theta), start=u)

@@ -221,6 +221,14 @@ def dal_learning_rate(
             return learning_rate
         return min(2 / r**p, h_max)       # r == 0 gives h_max
 
+    For :math:`g = (1, 1)` and :math:`H = \mathrm{diag}(4, 0)`: :math:`r = 4/\sqrt2`, so DAL-1 gives
+    :math:`2/r = 1/\sqrt2` and DAL-2 :math:`2/r^2 = 1/4`:
+
+    >>> import jax.numpy as jnp
+    >>> g, Hg = jnp.array([1.0, 1.0]), jnp.array([4.0, 0.0])
+    >>> round(float(dal_learning_rate(g, Hg, 1)), 4), round(float(dal_learning_rate(g, Hg, 2)), 4)
+    (0.7071, 0.25)
+
     Every argument may be traced (``jit``, ``vmap`` over ``p``, ``h_max`` or ``learning_rate``).
 
     Args:

@@ -16,7 +16,7 @@ it keeps :math:`S = 2/h` with :math:`\sigma^2 = 0.04` (on the valley, :math:`\na
 chapter 5's ``"side"`` branch policy) has no such mechanism: its oscillation is complex, the push
 :math:`\tfrac12 z^2\nabla S` averages out, and its :math:`\mathrm{Re}\,h\lambda(y)` keeps growing.
 
-In plain Python::
+In outline (pseudocode)::
 
     gd = gradient_descent(E, theta0, h, steps)
     pf = integrate(principal_flow(E, h), complex(theta0), h * arange(steps + 1), rk4, substeps)

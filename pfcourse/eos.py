@@ -13,7 +13,7 @@ Gradient descent :math:`\theta_{n+1} = \theta_n - h\nabla E(\theta_n)` on a full
   the PF multiplies :math:`u_0^\top\nabla E` over one step, :math:`e^{h\lambda_0\alpha(h\lambda_0)} = 1 - h\lambda_0`
   (exact on a quadratic), next to the factor GD actually produced.
 
-In plain Python (one learning rate)::
+In outline (pseudocode; one learning rate)::
 
     u = random unit vectors (D, k)
     for n in range(steps + 1):

@@ -227,6 +227,20 @@ def symmetric_lanczos_function(
             beta[j] = sqrt(w @ w); Q.append(w / beta[j])
         S, theta = eig(T); return sqrt(v @ v) * Q.T @ (S @ (f(theta) * solve(S, e1)))
 
+    With ``num_iter = D`` it is :math:`f(A)v` exactly (up to rounding), here :math:`e^{-A}v` against
+    the eigendecomposition:
+
+    >>> import numpy as np, jax, jax.numpy as jnp
+    >>> B = np.random.default_rng(1).normal(size=(5, 5))
+    >>> A, v = (B + B.T) / 4, np.arange(1.0, 6.0)
+    >>> lam, U = np.linalg.eigh(A)
+    >>> want = U @ (np.exp(-lam) * (U.T @ v))
+    >>> got = symmetric_lanczos_function(
+    ...     lambda x: jnp.asarray(A, x.dtype) @ x, jnp.asarray(v, jnp.float32),
+    ...     lambda t: jnp.exp(-t), num_iter=5)
+    >>> bool(np.allclose(got, want, rtol=1e-4, atol=1e-4))
+    True
+
     The error is estimated a posteriori by :math:`\|f(T_m)e_1 - f(T_{m-d})e_1\|/\|f(T_m)e_1\|`,
     :math:`d` = ``check_every`` (the change over the last ``d`` steps: an estimate of the error of the
     *older* iterate, so conservative when the iteration converges fast); with ``tol`` the loop stops

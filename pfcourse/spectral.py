@@ -342,6 +342,17 @@ def lanczos(
                 break                              # the top-k Ritz residuals are small
         return theta[::-1][:k], (Q[:j+1].T @ S)[:, ::-1][:, :k]
 
+    With ``num_iter = dim`` it returns the top of NumPy's ``eigh`` (to float32's rounding):
+
+    >>> import numpy as np, jax.numpy as jnp
+    >>> B = np.random.default_rng(0).normal(size=(6, 6))
+    >>> A = (B + B.T) / 2
+    >>> vals, vecs = lanczos(jnp.asarray(A, jnp.float32), 6, k=2, num_iter=6)
+    >>> bool(np.allclose(vals, np.linalg.eigvalsh(A)[::-1][:2], atol=1e-4))
+    True
+    >>> bool(np.allclose(A @ vecs, vecs * vals, atol=1e-4))
+    True
+
     Why the reorthogonalisation, and the breakdown test: the module docstring, §Lanczos in floating
     point. The loop is a ``lax.while_loop`` over a preallocated basis written in place, so the whole
     call is jit-able (``k`` and ``num_iter`` fix shapes and must be Python ints).
@@ -603,6 +614,15 @@ def hessian_spectrum_ends(
         theta, Y = lanczos(hvp, v0, k=m, num_iter=m)      # all m Ritz pairs, descending
         top, bottom = theta[:k], theta[::-1][:k]
 
+    On :math:`E = \tfrac12\sum_i a_i\theta_i^2` the Hessian is :math:`\mathrm{diag}(a)`, and with
+    ``num_iter = D`` Lanczos is exact (to float32's rounding):
+
+    >>> import jax.numpy as jnp
+    >>> a = jnp.array([3.0, -1.0, 0.5, 2.0])
+    >>> ends = hessian_spectrum_ends(lambda th: 0.5 * jnp.sum(a * th ** 2), jnp.ones(4), k=1, num_iter=4)
+    >>> round(float(ends.top[0]), 4), round(float(ends.bottom[0]), 4)
+    (3.0, -1.0)
+
     Used to watch the most negative curvature next to the sharpness, e.g. the bound
     :math:`r_t \le \max_i|\lambda_i| = \max(\lambda_0, -\lambda_{\min})` of DAL.
 
@@ -643,6 +663,19 @@ def power_iteration(matvec: Matvec, v0: jax.Array, num_iter: int = 100) -> tuple
             w = A @ v
             v = w / norm(w)
         return v @ (A @ v), v
+
+    That loop, run in NumPy, agrees (here :math:`|\lambda_1/\lambda_0| = 1/3`: 40 iterations leave
+    :math:`3^{-40}`, far below float32's rounding):
+
+    >>> import numpy as np, jax.numpy as jnp
+    >>> A = np.diag([3.0, 1.0, -0.5])
+    >>> v = np.ones(3) / np.sqrt(3)
+    >>> for _ in range(40):
+    ...     w = A @ v
+    ...     v = w / np.linalg.norm(w)
+    >>> lam, u = power_iteration(lambda x: jnp.asarray(A, x.dtype) @ x, jnp.ones(3), 40)
+    >>> round(float(lam), 4), round(float(v @ A @ v), 4), bool(np.allclose(u, v, atol=1e-6))
+    (3.0, 3.0, True)
 
     Args:
         matvec: ``x -> A x`` for a symmetric ``A``, on flat vectors of shape ``(dim,)``; symmetry is

@@ -16,7 +16,7 @@ and records
   (:func:`pfcourse.spectral.top_hessian_eigenpairs`), the projections :math:`u_i^\top\nabla E`, and
   if asked the smallest eigenvalue (:func:`pfcourse.spectral.hessian_spectrum_ends`).
 
-In plain Python (one run)::
+In outline (pseudocode; one run)::
 
     state, u = optimizer.init(theta), random unit vectors (D, k)
     for n in range(steps + 1):
