@@ -14,7 +14,8 @@ Helpers for authors (not needed on a fresh machine):
     python3 dev.py check book/03_principal_flow.md   # lint one chapter, execute it top to bottom, no build
     python3 dev.py env                               # only set up .venv
     python3 dev.py notebooks                         # regenerate notebooks/ (Colab) from book/ and coursework/
-    python3 dev.py book --hide-solutions             # the book without exercise solutions (a term that assigns them)
+    python3 dev.py book --all-solutions              # every exercise's solution (by default a graded one's is left out)
+    python3 dev.py book --hide-solutions             # no exercise's solution
     python3 dev.py pdf                               # the whole book as one PDF (needs xelatex and latexmk)
     python3 dev.py gpu [--dry-run]                   # on an NVIDIA GPU machine: CUDA jax, chapter 6, the EoS
                                                      # player and benchmark on the GPU, one table (<= 8 min)
@@ -260,9 +261,10 @@ def main(argv: list[str]) -> int:
     ensure_env()
     what, rest = argv[0], argv[1:]
     if what == "book":
-        if "--hide-solutions" in rest:       # read by pfcourse_instructor.sphinx_ext
-            rest = [a for a in rest if a != "--hide-solutions"]
-            os.environ["PFCOURSE_HIDE_SOLUTIONS"] = "1"
+        for flag, mode in (("--hide-solutions", "none"), ("--all-solutions", "all")):
+            if flag in rest:                 # PFCOURSE_SOLUTIONS, read by pfcourse_instructor.sphinx_ext
+                rest = [a for a in rest if a != flag]
+                os.environ["PFCOURSE_SOLUTIONS"] = mode
         return build_book(rest) or _left_behind(before)
     if what == "gpu":
         return gpu(rest)

@@ -18,7 +18,7 @@ Experiments (use the core): :mod:`pfcourse.data` (digits, CIFAR-10), :mod:`pfcou
 (MLPs and losses), :mod:`pfcourse.eos` (full-batch GD with sharpness tracking, chapter 6),
 :mod:`pfcourse.dal` (drift-adjusted learning rates as an optax transformation, chapter 7),
 :mod:`pfcourse.central_flow` (the central flow at the edge of stability, chapter 8),
-:mod:`pfcourse.one_step` (one GD step against gradient flow, IGR and the PF on a network, chapter 5),
+:mod:`pfcourse.one_step` (one GD step against gradient flow, IGR and the PF on a network, appendix B),
 :mod:`pfcourse.edge_toy` (the PF through the edge of stability on a toy, beside GD and the central
 flow, chapter 8), :mod:`pfcourse.dal_sgd` (DAL with minibatches: SGD on digits, chapter 7).
 

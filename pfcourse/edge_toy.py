@@ -13,7 +13,7 @@ its oscillation :math:`x_n` pushes :math:`y` back up by exactly :math:`h\sum_k \
 (self-stabilisation). The central flow (:mod:`pfcourse.central_flow`) models that time average:
 it keeps :math:`S = 2/h` with :math:`\sigma^2 = 0.04` (on the valley, :math:`\nabla S = (0, -1)` and
 :math:`\nabla E = (0, 0.02)`). The principal flow (:func:`pfcourse.flows.principal_flow`, complex state,
-chapter 5's ``"side"`` branch policy) has no such mechanism: its oscillation is complex, the push
+appendix B's ``"side"`` branch policy) has no such mechanism: its oscillation is complex, the push
 :math:`\tfrac12 z^2\nabla S` averages out, and its :math:`\mathrm{Re}\,h\lambda(y)` keeps growing.
 
 In outline (pseudocode)::

@@ -275,7 +275,7 @@ def log_one_minus(x: jax.Array, branch: Branch = "side") -> jax.Array:
 
     For real ``x`` all three give :math:`\log|1 - x| + i\pi[x > 1]` (the principal value).
     At :math:`x = 1` the result is :math:`-\infty` (real part): the flow's coefficient is singular there.
-    Book: chapter 3, §The complex logarithm; chapter 5, §Which branch.
+    Book: chapter 3, §The complex logarithm; appendix B, §Which branch?
     """
     if branch not in BRANCHES:
         raise ValueError(f"branch must be one of {BRANCHES}, got {branch!r}.")
@@ -369,7 +369,7 @@ def principal_flow(E: Callable[[PyTree], jax.Array], h: float, branch: Branch = 
     if the projection :math:`u_i^\top\nabla E` is non-zero, and the direction contributes 0 if it is
     exactly zero. Use :func:`quadratic_pf_solution`, which is exact there, or move ``h``.
 
-    Book: chapter 3, eq. ``eq-pf``; chapter 5 for complex states and branches.
+    Book: chapter 3, eq. ``eq-pf``; appendix B for complex states and branches.
 
     Args:
       E: the loss, a scalar function of a pytree.

@@ -18,17 +18,17 @@ and it converges fast when :math:`f` is analytic on a neighbourhood of the spect
 same recurrence then runs with the *bilinear* form :math:`x^\top y` (no conjugation): the basis is
 :math:`Q^\top Q = I` rather than :math:`Q^* Q = I`, :math:`T_m` is complex symmetric, and
 :math:`f(T_m)` is formed from a general eigendecomposition with the logarithm's branch chosen per
-Ritz value (chapter 5's ``"side"`` policy, :func:`pfcourse.flows.log_one_minus`). The recurrence can
+Ritz value (appendix B's ``"side"`` policy, :func:`pfcourse.flows.log_one_minus`). The recurrence can
 break down: :math:`w^\top w = 0` for a non-zero :math:`w` (an isotropic vector). That is refused
 with an error, never returned as NaN. Near real states (the PF starts real) it does not happen.
 
-==========================================  ======================================================  =========
+==========================================  ======================================================  ==========
 function                                    computes                                                book
-==========================================  ======================================================  =========
-:func:`symmetric_lanczos_function`          :math:`f(A)v` for a symmetric (real or complex) matvec  chapter 5
-:func:`hessian_function_times`              :math:`f(H)v` for the Hessian of a loss                 chapter 5
-:func:`principal_flow_krylov`               the PF field :math:`f(H)\nabla E`, no eigendecomposition chapter 5
-==========================================  ======================================================  =========
+==========================================  ======================================================  ==========
+:func:`symmetric_lanczos_function`          :math:`f(A)v` for a symmetric (real or complex) matvec  appendix B
+:func:`hessian_function_times`              :math:`f(H)v` for the Hessian of a loss                 appendix B
+:func:`principal_flow_krylov`               the PF field :math:`f(H)\nabla E`, no eigendecomposition appendix B
+==========================================  ======================================================  ==========
 
 References: Y. Saad, "Analysis of some Krylov subspace approximations to the matrix exponential
 operator", SIAM J. Numer. Anal. 1992; N. J. Higham, *Functions of Matrices*, SIAM 2008, ch. 13;
@@ -245,7 +245,7 @@ def symmetric_lanczos_function(
     :math:`d` = ``check_every`` (the change over the last ``d`` steps: an estimate of the error of the
     *older* iterate, so conservative when the iteration converges fast); with ``tol`` the loop stops
     once it is below ``tol``. It stops too when :math:`\|w\| \le 100\sqrt D\,\varepsilon\,\|Aq_j\|`: the
-    Krylov space is invariant and the result exact up to rounding. Book: chapter 5, §The PF on a
+    Krylov space is invariant and the result exact up to rounding. Book: appendix B, §The PF on a
     real network.
 
     Args:
@@ -312,7 +312,7 @@ def hessian_function_times(
     continued analytically: ``H`` is the holomorphic Hessian, complex symmetric, and ``E`` must be
     analytic (``tanh``, polynomials, ``exp``; not ``abs`` or ``relu``). Never forms ``H``: memory
     :math:`O(mD)`, time :math:`m` Hessian-vector products plus :math:`O(m^2D)` for reorthogonalisation.
-    Book: chapter 5, §The PF on a real network.
+    Book: appendix B, §The PF on a real network.
 
     Args:
         E: scalar loss of a pytree.
@@ -380,11 +380,11 @@ def principal_flow_krylov(
     :math:`\alpha` takes :math:`\log|1 - h\lambda| + i\pi` where :math:`h\lambda > 1`; for complex
     ``theta`` (the state of an integrated PF) the Hessian is holomorphic and complex symmetric, the
     recurrence complex symmetric, and the logarithm's branch is chosen per Ritz value with
-    ``branch`` (chapter 5's ``"side"`` policy by default, :func:`pfcourse.flows.log_one_minus`).
+    ``branch`` (appendix B's ``"side"`` policy by default, :func:`pfcourse.flows.log_one_minus`).
     Ritz values converge to the outlying eigenvalues first, which are the ones where :math:`\alpha`
     differs most from gradient flow's :math:`-1`.
 
-    Book: chapter 5, eq. ``eq-beyond-krylov-pf``, §The PF on a real network.
+    Book: appendix B, eq. ``eq-beyond-krylov-pf``, §The PF on a real network.
 
     Args:
         E: the loss, a scalar analytic function of a pytree.

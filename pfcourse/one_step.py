@@ -1,4 +1,4 @@
-r"""One step of gradient descent against the flows that model it, on a real network (chapter 5).
+r"""One step of gradient descent against the flows that model it, on a real network (appendix B).
 
 From an iterate :math:`\theta_n` of GD, each flow is integrated for time :math:`h` (one step) and
 compared with the next iterate :math:`\theta_{n+1} = \theta_n - h\nabla E(\theta_n)`:
@@ -10,12 +10,12 @@ compared with the next iterate :math:`\theta_{n+1} = \theta_n - h\nabla E(\theta
 imaginary part at :math:`t = h`, :math:`\|\operatorname{Im}\varphi_h(\theta_n)\|/\|\theta_{n+1} - \theta_n\|`,
 vanishes on a quadratic (chapter 3) and measures here how far the network is from one.
 
-======================================  ===================================================  =========
+======================================  ===================================================  ==========
 function                                computes                                             book
-======================================  ===================================================  =========
-:func:`one_step_errors`                 the table above at a list of iterates                chapter 5
-:func:`digits_edge_run`                 a GD run of a tanh MLP on digits, sharpness tracked  chapter 5
-======================================  ===================================================  =========
+======================================  ===================================================  ==========
+:func:`one_step_errors`                 the table above at a list of iterates                appendix B
+:func:`digits_edge_run`                 a GD run of a tanh MLP on digits, sharpness tracked  appendix B
+======================================  ===================================================  ==========
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def one_step_errors(
     a-posteriori estimate at every :math:`\theta_n` is within ``tol`` (at most ``num_iter``), plus 5.
     The estimate is checked again at the PF's end states (complex), and the RK4 error of the PF is
     estimated by Richardson extrapolation from ``substeps`` and ``substeps // 2`` steps
-    (:math:`|y_N - y_{N/2}|/15`, RK4 being of order 4). Book: chapter 5, §The PF on a real network.
+    (:math:`|y_N - y_{N/2}|/15`, RK4 being of order 4). Book: appendix B, §The PF on a real network.
 
     Args:
         E: scalar loss of a pytree (analytic, e.g. a ``tanh`` network with the square loss).
@@ -163,7 +163,7 @@ def digits_edge_run(
     the sharpness :math:`\lambda_0` by Lanczos (:func:`pfcourse.spectral.top_hessian_eigenpairs`)
     every ``eig_every`` steps. Small enough to run in seconds on a CPU; it reaches the edge of
     stability :math:`h\lambda_0 \approx 2` at the default settings. Needs ``jax_enable_x64``.
-    Book: chapter 5, §The PF on a real network.
+    Book: appendix B, §The PF on a real network.
 
     Returns:
         ``{"loss": E over pytrees, "iterates": list of pytrees (steps + 1), "eig_steps": (M,),

@@ -11,7 +11,7 @@ iterate :math:`\|\operatorname{Re}\theta(nh) - \theta_n\|` relative to the dista
 travelled :math:`\|\theta_n - \theta_0\|`, and the PF's imaginary part; the sharpness
 :math:`\lambda_0` (Lanczos) of GD's iterate and of the PF's real state at a few steps.
 
-Book: appendix A, the PF along a training run (chapter 5, §The PF on a real network, compares the
+Book: appendix A, the PF along a training run (appendix B, §The PF on a real network, compares the
 flows over one step).
 """
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The built book in a real browser, offline: every page of _build/html opened in headless Chromium.
 
 Per page: the math is typeset by the local MathJax (no TeX left in the text, no TeX errors), every
-``to_jshtml`` animation has its frames and plays, every image loads, the JavaScript console shows
+``to_jshtml`` animation has its frames and plays, every page slider (``pfcourse.widgets.page_slider``,
+on the pages of ``SLIDERS`` at least) shows another picture when moved, every image loads, the JavaScript console shows
 no error, and nothing but the local server is requested. Host names resolve to nothing in this
 browser, so a page that needed a CDN would fail here.
 
@@ -43,6 +44,9 @@ CHAPTERS = ["book/00_preface"] + [line.split("file:")[1].strip() for line in
                                   (ROOT / "_toc.yml").read_text().splitlines() if "file:" in line]
 PAGES = [f"{chapter}.html" for chapter in CHAPTERS] + ["genindex.html", "search.html"]
 
+#: The pages whose toy-scale figures move without a kernel (pfcourse.widgets.page_slider), and how many.
+SLIDERS = {"book/01_gradient_descent.html": 1, "book/03_principal_flow.html": 1,
+           "book/04_stability.html": 1}
 WIDE = {"width": 1280, "height": 900}    # a laptop's browser window
 PHONE = {"width": 412, "height": 915}    # a common Android phone, in CSS pixels
 CHROMIUM_ARGS = [
@@ -123,6 +127,23 @@ async () => {
     // the buttons' icons: Font Awesome (the theme's copy) turns each <i> into an <svg>
     r.iconless = [...box.querySelectorAll('.anim-buttons button')]
                    .filter(b => !b.querySelector('svg')).map(b => b.title);
+  }
+
+  // Sliders that move in the page (pfcourse.widgets.page_slider): moving one shows another picture.
+  out.sliders = [];
+  for (const box of document.querySelectorAll('.pf-page-slider')) {
+    const input = box.querySelector('input[type=range]'), img = box.querySelector('img');
+    const value = box.querySelector('output');
+    const before = {src: img.src, text: value.textContent, index: input.value};
+    const r = {id: box.id, frames: Number(input.max) + 1};
+    input.value = String(input.value === input.max ? 0 : Number(input.max));
+    input.dispatchEvent(new Event('input', {bubbles: true}));
+    await img.decode().catch(() => null);
+    r.moved = img.src !== before.src && value.textContent !== before.text && img.naturalWidth > 0;
+    input.value = before.index;
+    input.dispatchEvent(new Event('input', {bubbles: true}));
+    r.back = img.src === before.src && value.textContent === before.text;
+    out.sliders.push(r);
   }
 
   // Images: every <img> loaded (loading=lazy would wait for scrolling; load them all now).
@@ -272,6 +293,10 @@ def _check_problems(result: dict) -> list[str]:
                             f"image in sync with the player: {anim['shows']}")
         if anim["iconless"]:
             problems.append(f"animation {anim['id']}: buttons without an icon: {anim['iconless']}")
+    for slider in result["sliders"]:
+        if slider["frames"] < 2 or not (slider["moved"] and slider["back"]):
+            problems.append(f"page slider {slider['id']}: {slider['frames']} pictures; moving it changed the "
+                            f"picture and its value: {slider['moved']}, moving it back restored them: {slider['back']}")
     if result["brokenImages"]:
         problems.append(f"images that did not load: {result['brokenImages'][:5]}")
     return problems
@@ -383,7 +408,10 @@ def test_every_page_is_checked(book_html):
 @pytest.mark.parametrize("page", PAGES)
 def test_page_in_browser(page, server, browser):
     browser.open(server + page)
-    problems = _check_problems(browser.page.evaluate(CHECK_PAGE))
+    result = browser.page.evaluate(CHECK_PAGE)
+    problems = _check_problems(result)
+    if len(result["sliders"]) < SLIDERS.get(page, 0):
+        problems.append(f"{len(result['sliders'])} page sliders, {SLIDERS[page]} expected (they move without a kernel)")
     problems += _layout_problems(browser.page, WIDE) + _layout_problems(browser.page, PHONE)
     browser.page.wait_for_timeout(50)  # errors logged while the checks ran
     problems += [f"console: {e}" for e in _console_errors(browser.messages, browser.errors)]
@@ -419,6 +447,31 @@ def test_layout_checks_catch_what_does_not_fit(tmp_path, browser):
         "1280 px: code block is wider than its box", "1280 px: display equation is wider than its box"]
     assert "too_wide(xxx" in wide[0] and "wide" in wide[1]
     assert len(phone) == 1 and phone[0].startswith("412 px: <p> is cut") and "cut_xxx" in phone[0]
+
+
+def test_slider_check_sees_a_slider_move_and_a_stuck_one(tmp_path, browser):
+    """CHECK_PAGE on two page sliders (pfcourse.widgets.page_slider): one as the chapters make it,
+    which moves, and the same without its script, whose picture stays: only that one is reported."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pfcourse.widgets import page_slider
+
+    def draw(v):
+        fig, ax = plt.subplots(figsize=(2, 1.5))
+        ax.plot([0, 1], [0, v])
+        return fig
+
+    works = page_slider(draw, [0.0, 0.5, 1.0], label="v")._repr_html_()
+    stuck = page_slider(draw, [1.0, 2.0], label="w")._repr_html_()
+    stuck = stuck[:stuck.index("<script>")] + "</div>"
+    (tmp_path / "sliders.html").write_text(f"<!DOCTYPE html><html><body>{works}{stuck}</body></html>")
+    with serve(tmp_path) as url:
+        browser.open(url + "sliders.html")
+        result = browser.page.evaluate(CHECK_PAGE)
+    assert [s["moved"] for s in result["sliders"]] == [True, False]
+    problems = _check_problems(result)
+    assert len(problems) == 1 and problems[0].startswith("page slider pf-slider-"), problems
 
 
 def screenshots(folder: Path, pages: list[str]) -> list[Path]:

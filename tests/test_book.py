@@ -19,7 +19,8 @@ pytestmark = pytest.mark.book
 # The browser checks of the built book (tests/book_browser.py) are collected here, in the module that
 # builds the book: xdist's loadfile keeps one file on one worker, so the book is built once per run.
 from book_browser import (book_html, browser, server, test_every_page_is_checked,  # noqa: E402,F401
-                          test_layout_checks_catch_what_does_not_fit, test_page_in_browser)
+                          test_layout_checks_catch_what_does_not_fit, test_page_in_browser,
+                          test_slider_check_sees_a_slider_move_and_a_stuck_one)
 
 CHAPTERS = [line.split("file:")[1].strip() for line in (ROOT / "_toc.yml").read_text().splitlines()
             if "file:" in line]
@@ -194,26 +195,42 @@ SOLUTIONS_PAGE = (
     ":::{solution} ex-one\n:class: dropdown\n\nPLAIN-SOLUTION-TEXT\n:::\n\n"
     ":::{exercise}\n:label: ex-two\n\nSecond exercise.\n:::\n\n"
     ":::{solution-start} ex-two\n:class: dropdown\n:::\n\nGATED-SOLUTION-TEXT\n\n"
-    "```{code-cell} ipython3\nprint('GATED' + '-OUTPUT')\n```\n\n:::{solution-end}\n:::\n")
+    "```{code-cell} ipython3\nprint('GATED' + '-OUTPUT')\n```\n\n:::{solution-end}\n:::\n\n"
+    ":::{exercise}\n:label: ex-three\n\nThird exercise.\n:::\n\n"
+    ":::{solution} ex-three\n:class: dropdown\n\nGRADED-PLAIN-TEXT\n:::\n")
+# an assignment next to the book grades the second exercise (a gated solution) and the third (a plain one)
+COURSEWORK = "".join(f'+++ {{"question": "{label}", "points": 1}}\n\nQuestion.\n\n' for label in ("ex-two", "ex-three"))
 
 
-def _built_page(folder: Path, hide: bool) -> str:
+def _built_page(folder: Path, solutions: str) -> str:
     from pfcourse_instructor import common
 
     env = dev._env()
     env.pop(common.HIDE_SOLUTIONS_ENV, None)
-    env.update({common.HIDE_SOLUTIONS_ENV: "1"} if hide else {})
+    env[common.SOLUTIONS_ENV] = solutions
     book = minibook.make(folder, {"page": SOLUTIONS_PAGE})
+    (book / "coursework").mkdir()
+    (book / "coursework" / "page.md").write_text(minibook.HEADER + COURSEWORK)
     result = minibook.build(book, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return minibook.page(book, "page")
 
 
-def test_solutions_are_collapsed_by_default_and_the_switch_hides_them(tmp_path):
-    shown = _built_page(tmp_path / "shown", hide=False)
-    assert "PLAIN-SOLUTION-TEXT" in shown and "GATED-SOLUTION-TEXT" in shown and "GATED-OUTPUT" in shown
-    assert re.search(r'class="[^"]*solution[^"]*dropdown', shown), "solutions are collapsed (dropdown)"
-    hidden = _built_page(tmp_path / "hidden", hide=True)
-    assert "First exercise" in hidden and "Second exercise" in hidden
-    for text in ("PLAIN-SOLUTION-TEXT", "GATED-SOLUTION-TEXT", "GATED-OUTPUT"):
-        assert text not in hidden, f"{text} is shown although solutions are hidden"
+def test_graded_solutions_are_hidden_by_default_and_the_switch_shows_or_hides_all(tmp_path):
+    from pfcourse_instructor.sphinx_ext import GRADED_NOTE
+
+    term = _built_page(tmp_path / "term", "ungraded")        # the default (PFCOURSE_SOLUTIONS unset)
+    assert "PLAIN-SOLUTION-TEXT" in term, "an exercise no assignment grades keeps its solution"
+    assert re.search(r'class="[^"]*solution[^"]*dropdown', term.replace(GRADED_NOTE, "")), \
+        "solutions are collapsed (dropdown)"
+    assert len(re.findall(r'class="[^"]*solution[^"]*dropdown', term)) == 1, "only the ungraded one is a solution"
+    for text in ("GATED-SOLUTION-TEXT", "GATED-OUTPUT", "GRADED-PLAIN-TEXT"):
+        assert text not in term, f"{text}: a graded exercise's solution is shown in the term build"
+    assert term.count(GRADED_NOTE) == 2, "each left-out solution says why"
+    every = _built_page(tmp_path / "all", "all")
+    for text in ("PLAIN-SOLUTION-TEXT", "GATED-SOLUTION-TEXT", "GATED-OUTPUT", "GRADED-PLAIN-TEXT"):
+        assert text in every, f"{text} is missing although every solution is shown"
+    none = _built_page(tmp_path / "none", "none")
+    assert all(f"{n} exercise" in none for n in ("First", "Second", "Third")), "the exercises stay"
+    for text in ("PLAIN-SOLUTION-TEXT", "GATED-SOLUTION-TEXT", "GATED-OUTPUT", "GRADED-PLAIN-TEXT"):
+        assert text not in none, f"{text} is shown although solutions are hidden"

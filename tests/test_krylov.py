@@ -1,5 +1,5 @@
 """Tests for pfcourse.krylov (f(H)v by Lanczos, the PF field without an eigendecomposition,
-eq-beyond-krylov-pf) and pfcourse.one_step (one GD step against the flows). Book: chapter 5, §The PF
+eq-beyond-krylov-pf) and pfcourse.one_step (one GD step against the flows). Book: appendix B, §The PF
 on a real network (sec-beyond-network)."""
 import equinox as eqx
 import jax

@@ -156,6 +156,8 @@ def test_directives_become_headings_and_quotes(ctx):
     solution = "Before.\n\n:::{solution} ex-two\n:class: dropdown\nDone.\n:::\n\nAfter."
     assert convert(solution, ctx) == "Before.\n\n**Solution to Exercise 3.2**\n\nDone.\n\nAfter."
     assert convert(solution, ctx, hide_solutions=True) == "Before.\n\nAfter."
+    assert convert(solution, ctx, hide_solutions={"ex-two"}) == "Before.\n\nAfter."    # graded: left out
+    assert convert(solution, ctx, hide_solutions={"ex-one"}) == convert(solution, ctx)
     figure = ":::{figure} img/a.png\n:alt: A plot\nThe caption.\n:::"
     assert convert(figure, ctx) == (f"![A plot]({ctx.index.raw_url('book/img/a.png')})\n\n*The caption.*")
     assert convert("```{code-block} python\n:linenos:\nx = 1\n```", ctx) == "```python\nx = 1\n```"
@@ -179,6 +181,10 @@ def test_gated_solutions_span_cells(ctx):
                      ("answer = 42", "solution"), ("so (3.1).", "solution"), ("Next.", None)]
     hidden = [cell.source for cell, _ in myst.convert_cells(cells, ctx, hide_solutions=True)]
     assert hidden == ["**Exercise 3.2**\n\nDo it.", "Next."]
+    graded = [cell.source for cell, _ in myst.convert_cells(cells, ctx, hide_solutions={"ex-two"})]
+    assert graded == hidden
+    other = [(cell.source, role) for cell, role in myst.convert_cells(cells, ctx, hide_solutions={"ex-one"})]
+    assert other == shown
 
 
 def test_exercise_statement(book, ctx):

@@ -35,7 +35,7 @@ MYST_LEFTOVERS = re.compile(r"\{(eq|ref|cite(:[a-z]+)?|prf:ref|numref|doc|exerci
 
 
 def test_notebooks_are_in_sync_with_book_and_coursework():
-    problems = notebooks.check_sync(ROOT, hide_solutions=False)
+    problems = notebooks.check_sync(ROOT, solutions="ungraded")
     assert not problems, ("run `python3 dev.py notebooks` (python -m pfcourse_instructor notebooks):\n  "
                           + "\n  ".join(problems))
 
@@ -138,18 +138,49 @@ def test_assignment_executes_top_to_bottom_in_a_fresh_kernel(path):
     assert not problems, "\n".join(problems)
 
 
+def _names(source: str) -> tuple[set[str], set[str]]:
+    """(names a code cell binds, names it reads), generously (any scope); IPython magics skipped."""
+    import ast
+
+    tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+    bound, read = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            (bound if isinstance(node.ctx, ast.Store) else read).add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+        elif isinstance(node, ast.alias):
+            bound.add((node.asname or node.name).split(".")[0])
+    return bound, read
+
+
 @pytest.mark.parametrize("path", CHAPTER_NOTEBOOKS, ids=lambda p: p.name)
 def test_chapter_notebook_runs_the_chapters_code(path):
-    """The install cell, then exactly the chapter's code cells in order: executing the chapter (the book
-    build does, in an empty folder as in Colab) executes the notebook's code."""
+    """The install cell, then the chapter's code cells in order, less the code of the solutions the
+    term leaves out (graded exercises'): executing the chapter (the book build does, in an empty
+    folder as in Colab) executes the notebook's code, and no cell it keeps reads a name that only a
+    left-out cell defines."""
     import jupytext
+    from pfcourse_instructor import myst
 
     nb = nbformat.read(path, as_version=4)
     code = [c.source for c in nb.cells if c.cell_type == "code"]
     assert nb.cells[0].cell_type == "code" and nb.cells[0].source == common.install_cell_source()
     chapter = jupytext.read(ROOT / "book" / f"{path.stem}.md")
-    assert code[1:] == [c.source for c in chapter.cells if c.cell_type == "code"], \
+    ctx = myst.PageContext(myst.build_index(ROOT), f"book/{path.stem}")
+    kept = [c for c, _ in myst.convert_cells(chapter.cells, ctx, hide_solutions=common.graded_labels(ROOT))
+            if c.cell_type == "code"]
+    assert code[1:] == [c.source for c in kept], \
         f"{path.name}: its code cells differ from book/{path.stem}.md: run `python3 dev.py notebooks`"
+    everything = [c for c in chapter.cells if c.cell_type == "code"]
+    left_out = [c.source for c in everything if not any(c is k for k in kept)]
+    assert all(role == "solution" for c, role in myst.convert_cells(chapter.cells, ctx)
+               if c.cell_type == "code" and c.source in left_out), "only solution code is left out"
+    only_there = set().union(*[_names(s)[0] for s in left_out]) - set().union(*[_names(c.source)[0] for c in kept])
+    first = next((i for i, c in enumerate(everything) if c.source in left_out), len(everything))
+    needed = {name for c in everything[first:] if any(c is k for k in kept) for name in _names(c.source)[1]}
+    assert not needed & only_there, f"{path.name}: kept cells read {sorted(needed & only_there)}, defined only " \
+        "in a graded solution the term leaves out: define them in the cell that reads them"
 
 
 def test_colab_button_opens_the_generated_notebook(tmp_path):
@@ -171,17 +202,25 @@ def test_colab_button_opens_the_generated_notebook(tmp_path):
 
 @pytest.mark.parametrize("chapter", notebooks.chapter_sources(ROOT), ids=lambda p: p.stem)
 def test_hiding_solutions_removes_them_from_the_chapter_notebook(chapter):
-    from pfcourse_instructor import myst
+    from pfcourse_instructor import common, myst
 
     index = myst.build_index(ROOT)
     shown = notebooks.chapter_notebook(chapter, index)
     hidden = notebooks.chapter_notebook(chapter, index, hide_solutions=True)
+    graded = common.graded_labels(ROOT)
+    term = notebooks.chapter_notebook(chapter, index, hide_solutions=graded)
 
     def solutions(nb):
         return [c for c in nb.cells if c.metadata.get("pfcourse", {}).get("role") == "solution"
                 or "**Solution to Exercise" in c.source]
 
+    def numbers(nb):             # the exercises whose solutions a notebook shows, by number
+        return {m for c in solutions(nb) for m in re.findall(r"\*\*Solution to Exercise ([\d.]+)", c.source)}
+
     assert solutions(shown), "the chapter notebook shows the solutions by default"
     assert not solutions(hidden)
     exercises = sum(c.source.count("**Exercise") for c in hidden.cells if c.cell_type == "markdown")
     assert exercises == len(myst.exercise_labels(chapter)), "the exercises themselves stay"
+    labels = myst.exercise_labels(chapter)
+    expected = {index.targets[label].number for label in labels if label not in graded}
+    assert numbers(term) == expected, "the term's notebook shows exactly the ungraded exercises' solutions"

@@ -166,3 +166,39 @@ def test_regime_map_draws_the_four_factors():
     np.testing.assert_allclose(y, np.exp(-x * (1 + x / 2)), rtol=1e-12)
     dashed = [l for l in axes[0].get_lines() if l.get_linestyle() == "--"]
     assert sorted(l.get_xdata()[0] for l in dashed) == [0.5, 2.5]
+
+
+# ---------------------------------------------------------------- the page slider (no kernel)
+
+
+def _line(v):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, v])
+    return fig
+
+
+def test_page_slider_holds_one_picture_per_value_and_shows_the_start():
+    from pfcourse.widgets import page_slider
+
+    slider = page_slider(_line, [0.0, 0.5, 1.0], label="v", fmt="{:.1f}", start=2)
+    page = slider._repr_html_()
+    assert len(slider.pngs) == 3 and all(png.startswith(b"\x89PNG") for png in slider.pngs)
+    assert len(set(slider.pngs)) == 3, "each value draws its own picture"
+    assert page.count("data:image/png;base64,") == 4        # the three frames, and the one shown first
+    assert '<output id="' in page and ">1.0</output>" in page and 'value="2"' in page
+    assert page == page_slider(_line, [0.0, 0.5, 1.0], label="v", fmt="{:.1f}", start=2)._repr_html_(), \
+        "the same pictures give the same page (no random ids)"
+    assert repr(slider) == "PageSlider(v: 3 pictures, shown at 1.0)"
+
+
+def test_page_slider_says_what_to_change():
+    from pfcourse.widgets import page_slider
+
+    with pytest.raises(ValueError, match="2 to 41 values"):
+        page_slider(_line, [1.0], label="v")
+    with pytest.raises(ValueError, match="2 to 41 values.*coarser grid"):
+        page_slider(_line, range(42), label="v")
+    with pytest.raises(ValueError, match="start=3 is not an index of the 3 values"):
+        page_slider(_line, [0.0, 0.5, 1.0], label="v", start=3)

@@ -5,6 +5,8 @@ import argparse
 import sys
 import time
 
+from .common import SOLUTION_MODES
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -14,10 +16,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("notebooks", help="write notebooks/ from book/*.md and coursework/*.md")
-    gen.add_argument("--hide-solutions", action="store_true", default=None,
-                     help="leave the exercise solutions out (default: PFCOURSE_HIDE_SOLUTIONS)")
     chk = sub.add_parser("check", help="exit 1 if notebooks/ is out of sync with its sources")
-    chk.add_argument("--hide-solutions", action="store_true", default=None)
+    for command in (gen, chk):
+        command.add_argument("--solutions", choices=list(SOLUTION_MODES), default=None,
+                             help="which exercise solutions the chapter notebooks show: " + "; ".join(
+                                 f"{k}: {v}" for k, v in SOLUTION_MODES.items())
+                             + " (default: PFCOURSE_SOLUTIONS, else ungraded)")
+        command.add_argument("--hide-solutions", dest="solutions", action="store_const", const="none",
+                             help="the same as --solutions none")
 
     grade = sub.add_parser("grade", help="grade a folder of submitted notebooks into one CSV")
     grade.add_argument("submissions", help="folder of .ipynb files (searched recursively, links not "
@@ -48,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "notebooks":
         from .notebooks import generate
 
-        written = generate(args.root, hide_solutions=args.hide_solutions)
+        written = generate(args.root, solutions=args.solutions)
         print("\n".join(f"wrote {p}" for p in written) or "notebooks/ is up to date")
         return 0
     if args.command == "check":
         from .notebooks import check_sync
 
-        problems = check_sync(args.root, hide_solutions=args.hide_solutions)
+        problems = check_sync(args.root, solutions=args.solutions)
         if problems:
             print("notebooks/ is out of sync with its sources; run `python -m pfcourse_instructor "
                   "notebooks` (or `python3 dev.py notebooks`):\n  " + "\n  ".join(problems))

@@ -16,7 +16,14 @@ import nbformat
 GENERATED_BY = "python -m pfcourse_instructor notebooks"
 PACKAGE_SPEC = "pfcourse @ git+https://github.com/pfcourse/pfcourse"
 HELD = ("jax", "jaxlib", "numpy", "matplotlib", "ipywidgets")
-HIDE_SOLUTIONS_ENV = "PFCOURSE_HIDE_SOLUTIONS"
+HIDE_SOLUTIONS_ENV = "PFCOURSE_HIDE_SOLUTIONS"     # "1": every solution hidden (same as SOLUTIONS_ENV=none)
+SOLUTIONS_ENV = "PFCOURSE_SOLUTIONS"
+#: What each value of ``PFCOURSE_SOLUTIONS`` shows (:func:`solutions_mode`); the first is the default.
+SOLUTION_MODES = {
+    "ungraded": "the solutions of the exercises no assignment grades; a graded exercise's is left out (a term)",
+    "all": "every solution (after the term, or for self-study)",
+    "none": "no solution",
+}
 
 INSTALL_CELL = '''\
 # Run this cell first. It installs pfcourse from its repository (skipped if it is already
@@ -50,9 +57,41 @@ def install_cell_source() -> str:
     return INSTALL_CELL.format(held=HELD, spec=PACKAGE_SPEC)
 
 
-def hide_solutions_default() -> bool:
-    """The build switch: ``PFCOURSE_HIDE_SOLUTIONS=1`` hides solutions in the book and notebooks."""
-    return os.environ.get(HIDE_SOLUTIONS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+def solutions_mode() -> str:
+    """The build switch, ``PFCOURSE_SOLUTIONS``: ``ungraded`` (the default), ``all`` or ``none``
+    (:data:`SOLUTION_MODES`); ``PFCOURSE_HIDE_SOLUTIONS=1`` means ``none``."""
+    if os.environ.get(HIDE_SOLUTIONS_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return "none"
+    mode = os.environ.get(SOLUTIONS_ENV, "").strip().lower() or "ungraded"
+    if mode not in SOLUTION_MODES:
+        raise ValueError(f"{SOLUTIONS_ENV}={mode!r}: use one of " + ", ".join(SOLUTION_MODES)
+                         + " (or leave it unset for ungraded).")
+    return mode
+
+
+def graded_labels(root: Path) -> frozenset[str]:
+    """The labels of the chapter exercises that an assignment of ``root/coursework/`` grades (its
+    questions' ``{"question": label}`` metadata)."""
+    import jupytext
+
+    labels = set()
+    for path in sorted((root / "coursework").glob("*.md")):
+        if path.name.lower() == "readme.md":
+            continue
+        labels.update(cell.metadata["question"] for cell in jupytext.read(path).cells
+                      if isinstance(cell.metadata.get("question"), str))
+    return frozenset(labels)
+
+
+def hidden_solutions(root: Path, mode: str | None = None) -> bool | frozenset[str]:
+    """What the book and the chapter notebooks leave out in ``mode`` (default :func:`solutions_mode`):
+    ``True`` (every solution), ``False`` (none) or the graded exercises' labels."""
+    mode = solutions_mode() if mode is None else mode
+    if mode not in SOLUTION_MODES:
+        raise ValueError(f"solutions mode {mode!r}: use one of {', '.join(SOLUTION_MODES)}.")
+    if mode == "ungraded":
+        return graded_labels(root)
+    return mode == "none"
 
 
 def repository_root(root: str | Path | None = None) -> Path:

@@ -27,7 +27,7 @@ import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Collection, Iterator
 
 #: ``parse: myst_enable_extensions`` of ``_config.yml`` (a test keeps the two equal).
 MYST_EXTENSIONS = ("amsmath", "colon_fence", "deflist", "dollarmath", "html_image", "substitution")
@@ -467,7 +467,15 @@ def quote(lines: list[str]) -> list[str]:
     return [("> " + line) if line.strip() else ">" for line in lines]
 
 
-def convert_markdown(source: str, ctx: PageContext, *, hide_solutions: bool = False) -> str:
+def hides(hide_solutions: bool | Collection[str], label: str) -> bool:
+    """Whether the solution to exercise ``label`` is left out: ``hide_solutions`` is ``True`` (every
+    solution), ``False`` (none) or the labels of the exercises whose solutions are left out."""
+    if isinstance(hide_solutions, bool):
+        return hide_solutions
+    return label in hide_solutions
+
+
+def convert_markdown(source: str, ctx: PageContext, *, hide_solutions: bool | Collection[str] = False) -> str:
     """Convert one Markdown cell (no gated directives across cells: see :func:`convert_cells`)."""
     return _tidy("\n".join(_convert(source, ctx, hide_solutions)))
 
@@ -477,7 +485,7 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n[ \t]*\n(?:[ \t]*\n)+", "\n\n", text).strip("\n")
 
 
-def _convert(text: str, ctx: PageContext, hide_solutions: bool) -> list[str]:
+def _convert(text: str, ctx: PageContext, hide_solutions: bool | Collection[str]) -> list[str]:
     """The lines of ``text`` with every MyST construct rewritten in place (blank runs left)."""
     source = _Source(text)
     tokens, edits, replace = _blocks(source.text), [], functools.partial(_role, ctx=ctx)
@@ -492,7 +500,8 @@ def _convert(text: str, ctx: PageContext, hide_solutions: bool) -> list[str]:
     return source.apply(edits)
 
 
-def _block(token, source: _Source, ctx: PageContext, hide_solutions: bool) -> list[str] | None:
+def _block(token, source: _Source, ctx: PageContext,
+           hide_solutions: bool | Collection[str]) -> list[str] | None:
     """The lines that replace a block token, or ``None`` to keep its lines."""
     if token.type in ("myst_target", "myst_line_comment"):
         return []
@@ -513,7 +522,7 @@ def _labelled_math(lines: list[str], label: str, ctx: PageContext) -> list[str]:
             *([f"\\tag{{{target.number}}}"] if target else []), "$$"]
 
 
-def _directive(d: Directive, ctx: PageContext, hide_solutions: bool) -> list[str]:
+def _directive(d: Directive, ctx: PageContext, hide_solutions: bool | Collection[str]) -> list[str]:
     name, label = d.name, d.options.get("label", "")
     if name in LITERAL_DIRECTIVES:
         body = d.body.splitlines()
@@ -525,7 +534,7 @@ def _directive(d: Directive, ctx: PageContext, hide_solutions: bool) -> list[str
         title = f" ({convert_roles(d.argument, ctx)})" if d.argument else ""
         return ["", f"**Exercise{number}**{title}", "", *body, ""]
     if name == "solution":
-        return [] if hide_solutions else ["", *_solution_heading(d.argument, ctx), "", *body, ""]
+        return [] if hides(hide_solutions, d.argument) else ["", *_solution_heading(d.argument, ctx), "", *body, ""]
     if name == "prf:proof":
         return ["", "*Proof.*", "", *body, "", "$\\square$", ""]
     if name.startswith("prf:"):
@@ -559,42 +568,46 @@ def _solution_heading(exercise_label: str, ctx: PageContext) -> list[str]:
 
 # --- notebooks ------------------------------------------------------------------------------------
 
-def convert_cells(cells, ctx: PageContext, *, hide_solutions: bool = False):
+def convert_cells(cells, ctx: PageContext, *, hide_solutions: bool | Collection[str] = False):
     """Convert the cells of a MyST notebook (``nbformat`` cells) in order.
 
     Handles gated ``{solution-start}`` ... ``{solution-end}`` pairs across cells: the code cells
     between them are solution cells. Returns a list of ``(cell, role)`` with role ``"solution"``
-    for solution code and Markdown, else ``None``; hidden solutions are dropped.
+    for solution code and Markdown, else ``None``; the solutions that ``hide_solutions`` names
+    (:func:`hides`) are dropped.
     """
     out = []
-    in_solution = False
+    solving = None                       # the exercise label of the gated solution open here
     for cell in cells:
         if cell.cell_type == "code":
-            if in_solution and hide_solutions:
+            if solving is not None and hides(hide_solutions, solving):
                 continue
-            out.append((cell, "solution" if in_solution else None))
+            out.append((cell, "solution" if solving is not None else None))
             continue
         if cell.cell_type != "markdown":
             out.append((cell, None))
             continue
-        segments, in_solution = _gated_segments(cell.source, in_solution, ctx)
-        for solution, text in segments:
-            if solution and hide_solutions:
+        segments, solving = _gated_segments(cell.source, solving, ctx)
+        for label, text in segments:
+            if label is not None and hides(hide_solutions, label):
                 continue
             text = _tidy("\n".join(_convert(text, ctx, hide_solutions)))
             if text.strip():
                 new = cell.copy()
                 new["source"] = text
-                out.append((new, "solution" if solution else None))
+                out.append((new, "solution" if label is not None else None))
     return out
 
 
-def _gated_segments(text: str, in_solution: bool, ctx: PageContext) -> tuple[list[tuple[bool, str]], bool]:
-    """Split a Markdown cell at its gated directives: ``[(is_solution, text)]`` and whether a
-    solution is still open at the end of the cell. A ``{solution-start}`` segment begins with the
-    solution's heading; the ``{exercise-start}``/``{exercise-end}`` fences themselves are dropped."""
+def _gated_segments(text: str, solving: str | None,
+                    ctx: PageContext) -> tuple[list[tuple[str | None, str]], str | None]:
+    """Split a Markdown cell at its gated directives: ``[(label, text)]``, ``label`` the exercise of
+    the solution the text belongs to (``None`` outside solutions), and that label for a solution
+    still open at the end of the cell (``solving`` is the one open at its start). A
+    ``{solution-start}`` segment begins with the solution's heading; the
+    ``{exercise-start}``/``{exercise-end}`` fences themselves are dropped."""
     source = _Source(text)
-    segments: list[tuple[bool, str]] = []
+    segments: list[tuple[str | None, str]] = []
     current, cut = "", 0
     for token in _blocks(source.text):
         directive = directive_of(token) if token.level == 0 else None
@@ -603,12 +616,12 @@ def _gated_segments(text: str, in_solution: bool, ctx: PageContext) -> tuple[lis
         current += source.text[source.starts[cut]:source.starts[token.map[0]]]
         cut = token.map[1]
         if directive.name.startswith("solution"):
-            segments.append((in_solution, current))
-            in_solution = directive.name == "solution-start"
-            heading = _solution_heading(directive.argument, ctx) if in_solution else []
+            segments.append((solving, current))
+            solving = directive.argument if directive.name == "solution-start" else None
+            heading = _solution_heading(directive.argument, ctx) if solving is not None else []
             current = "".join(line + "\n" for line in ["", *heading, ""]) if heading else ""
-    segments.append((in_solution, current + source.text[source.starts[cut]:]))
-    return segments, in_solution
+    segments.append((solving, current + source.text[source.starts[cut]:]))
+    return segments, solving
 
 
 def exercise_statement(path: Path, label: str, ctx: PageContext) -> str:

@@ -12,12 +12,13 @@ Book: all chapters; the launch button of each chapter opens its notebook in Cola
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 
 import nbformat
 
 from . import assignments, myst
-from .common import GENERATED_BY, hide_solutions_default, install_cell_source, new_notebook, repository_root
+from .common import GENERATED_BY, hidden_solutions, install_cell_source, new_notebook, repository_root
 
 
 def chapter_sources(root: Path) -> list[Path]:
@@ -44,9 +45,10 @@ def _hidden_code_metadata(metadata: dict) -> dict:
     return {**metadata, "jupyter": {"source_hidden": True}, "cellView": "form"}
 
 
-def chapter_notebook(path: Path, index: myst.BookIndex, *, hide_solutions: bool = False,
+def chapter_notebook(path: Path, index: myst.BookIndex, *, hide_solutions: bool | Collection[str] = False,
                      assignment: Path | None = None) -> nbformat.NotebookNode:
-    """The Colab notebook of one chapter (install cell first; MyST converted; outputs empty)."""
+    """The Colab notebook of one chapter (install cell first; MyST converted; outputs empty), without
+    the solutions ``hide_solutions`` names (:func:`.myst.hides`)."""
     import jupytext
 
     stem, page = path.stem, f"book/{path.stem}"
@@ -70,7 +72,9 @@ def chapter_notebook(path: Path, index: myst.BookIndex, *, hide_solutions: bool 
             if assignment is not None and not exercises_noted and "**Exercise" in text:
                 link = index.colab_url(f"notebooks/assignments/{stem}.ipynb")
                 note = (f"> **Graded version.** These exercises are also an assignment with public "
-                        f"checks and an autograder: [open it in Colab]({link}).")
+                        f"checks and an autograder: [open it in Colab]({link})."
+                        + (" The solutions of the graded ones are not shown this term."
+                           if hide_solutions is not False else ""))
                 text = text.replace("**Exercise", note + "\n\n**Exercise", 1)
                 exercises_noted = True
             new = nbformat.v4.new_markdown_cell(text, metadata=metadata)
@@ -97,11 +101,12 @@ def dumps(nb: nbformat.NotebookNode) -> str:
     return json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def expected_files(root: str | Path | None = None, *, hide_solutions: bool | None = None) -> dict[Path, str]:
-    """Every file of ``notebooks/`` as the sources generate it: ``{path: text}``."""
+def expected_files(root: str | Path | None = None, *, solutions: str | None = None) -> dict[Path, str]:
+    """Every file of ``notebooks/`` as the sources generate it: ``{path: text}``; the chapters show the
+    solutions of ``solutions`` (:data:`.common.SOLUTION_MODES`; default ``PFCOURSE_SOLUTIONS``, else
+    ``ungraded``: a graded exercise's solution is left out)."""
     root = repository_root(root)
-    if hide_solutions is None:
-        hide_solutions = hide_solutions_default()
+    hide_solutions = hidden_solutions(root, solutions)
     index = myst.build_index(root)
     files: dict[Path, str] = {}
     sources = {p.stem: p for p in assignments.assignment_sources(root)}
@@ -114,10 +119,10 @@ def expected_files(root: str | Path | None = None, *, hide_solutions: bool | Non
     return files
 
 
-def generate(root: str | Path | None = None, *, hide_solutions: bool | None = None) -> list[Path]:
+def generate(root: str | Path | None = None, *, solutions: str | None = None) -> list[Path]:
     """Write ``notebooks/`` from the sources; remove generated notebooks whose source is gone."""
     root = repository_root(root)
-    files = expected_files(root, hide_solutions=hide_solutions)
+    files = expected_files(root, solutions=solutions)
     written = []
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -145,10 +150,10 @@ def _generated_on_disk(root: Path) -> list[Path]:
     return out
 
 
-def check_sync(root: str | Path | None = None, *, hide_solutions: bool | None = None) -> list[str]:
+def check_sync(root: str | Path | None = None, *, solutions: str | None = None) -> list[str]:
     """Problems: notebooks missing, stale or orphaned with respect to their sources (empty = in sync)."""
     root = repository_root(root)
-    files = expected_files(root, hide_solutions=hide_solutions)
+    files = expected_files(root, solutions=solutions)
     problems = []
     for path, text in files.items():
         rel = path.relative_to(root)

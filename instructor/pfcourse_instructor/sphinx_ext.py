@@ -3,10 +3,15 @@
 - The launch button of sphinx-book-theme points Colab at the page's source, a MyST ``.md`` that
   Colab cannot open. This extension points it at the generated notebook
   ``notebooks/<chapter>.ipynb`` instead (and drops the button of a page that has none).
-- sphinx-exercise's ``hide_solutions`` removes ``{solution}`` blocks but, of the gated
+- Solutions: by default the book leaves out the solution of every exercise that an assignment of
+  ``coursework/`` grades, and says so in its place; the other solutions are shown, folded
+  (``PFCOURSE_SOLUTIONS=ungraded``). ``PFCOURSE_SOLUTIONS=all`` (``python3 dev.py book
+  --all-solutions``) shows every solution, after the term; ``none`` (``--hide-solutions``, or
+  ``PFCOURSE_HIDE_SOLUTIONS=1``) hides them all (:func:`.common.hidden_solutions`). The graded labels
+  are a configuration value, so a change of the coursework re-reads the pages.
+  sphinx-exercise's own ``hide_solutions`` removes ``{solution}`` blocks but, of the gated
   ``{solution-start}``/``{solution-end}`` form the chapters use for solutions with code, only the
-  title: the text and code cells between stay. This extension removes them too, and turns the switch on when ``PFCOURSE_HIDE_SOLUTIONS=1`` is set
-  (``python3 dev.py book --hide-solutions``), for a term in which the exercises are assigned.
+  title: the text and code cells between stay. This extension removes them too.
 
 Listed in ``_config.yml`` under ``sphinx.extra_extensions`` as ``pfcourse_instructor.sphinx_ext``.
 Book: all chapters.
@@ -20,14 +25,20 @@ from docutils import nodes
 from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
 
-from .common import hide_solutions_default
+from .common import hidden_solutions
 
 logger = logging.getLogger(__name__)
 
 
-def _turn_on_hiding(app, config) -> None:
-    if hide_solutions_default():
+GRADED_NOTE = "The solution is not shown this term: this exercise is graded in the coursework."
+
+
+def _choose_solutions(app, config) -> None:
+    """Set what the build leaves out from ``PFCOURSE_SOLUTIONS`` and the coursework next to the book."""
+    hidden = hidden_solutions(Path(app.srcdir))
+    if hidden is True:
         config.hide_solutions = True
+    config.pfcourse_hidden_solutions = [] if isinstance(hidden, bool) else sorted(hidden)
 
 
 class hidden_solution_start(nodes.Element):
@@ -50,7 +61,8 @@ def _solution_start_directive():
 
 
 class RemoveSolutions(SphinxTransform):
-    """With ``hide_solutions``, remove each gated solution: its marker, its content and its end."""
+    """With ``hide_solutions``, remove each gated solution (its marker, its content and its end) and
+    each plain one; else replace the solution of each graded exercise by :data:`GRADED_NOTE`."""
 
     default_priority = 20        # after sphinx-exercise's gated-structure check (1) and merge (10)
 
@@ -64,9 +76,13 @@ class RemoveSolutions(SphinxTransform):
                         if isinstance(parent.children[i], solution_end_node)), start)
             for child in parent.children[start:end + 1]:
                 parent.remove(child)
-        if self.config.hide_solutions:
-            for node in list(self.document.findall(solution_node)):
+        graded = set(self.config.pfcourse_hidden_solutions)
+        for node in list(self.document.findall(solution_node)):
+            if self.config.hide_solutions:
                 node.parent.remove(node)
+            elif node.get("target_label") in graded:      # plain, or gated and merged (priority 10)
+                note = nodes.paragraph("", "", nodes.emphasis("", GRADED_NOTE), classes=["graded-solution"])
+                node.parent.replace(node, note)       # not replace_self: it copies the ids and classes
 
 
 def _colab_notebook(app, pagename, templatename, context, doctree) -> None:
@@ -87,7 +103,8 @@ def _colab_notebook(app, pagename, templatename, context, doctree) -> None:
 
 
 def setup(app):
-    app.connect("config-inited", _turn_on_hiding)
+    app.add_config_value("pfcourse_hidden_solutions", [], "env")
+    app.connect("config-inited", _choose_solutions)
     app.add_node(hidden_solution_start)
     app.add_directive("solution-start", _solution_start_directive(), override=True)
     app.add_transform(RemoveSolutions)
